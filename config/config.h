@@ -1,0 +1,197 @@
+#pragma once
+// Typed, validated configuration. Produced by config::load() from one YAML file; every other
+// module reads these structs and never sees YAML. Field names follow the YAML keys.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sidecar::config {
+
+using Duration = std::chrono::milliseconds;
+
+// Where a value came from, for error messages and cross-reference checks.
+struct Mark {
+    int line = 0;    // 1-based; 0 = not from the file (a default)
+    int column = 0;  // 1-based
+};
+
+struct Error {
+    std::string file;
+    Mark mark;
+    std::string message;
+    // "file:line:col: message" (or "file: message" without a position)
+    std::string toString() const;
+};
+
+// host:port as written; host is an IP literal (IPv6 without brackets) or "localhost".
+struct SocketAddress {
+    std::string host;
+    uint16_t port = 0;
+    bool ipv6() const { return host.find(':') != std::string::npos; }
+    std::string toString() const;  // "1.2.3.4:80", "[::1]:80"
+};
+
+struct CertKeyPair {
+    std::string certificate;  // PEM file path
+    std::string private_key;  // PEM file path
+    Mark mark;                // position of the certificate key, for errors
+    // In-memory PEM instead of files (the embedded default's ephemeral certificate).
+    std::string certificate_pem;
+    std::string private_key_pem;
+};
+
+struct SniEntry {
+    std::vector<std::string> server_names;  // exact names or "*.example.com"
+    CertKeyPair pair;
+};
+
+enum class ClientAuth { None, Optional, Required };
+
+struct AllowList {
+    std::vector<std::string> san_uri;  // e.g. spiffe://cluster.local/ns/default/sa/web
+    std::vector<std::string> san_dns;
+    std::vector<std::string> cn;
+    bool empty() const { return san_uri.empty() && san_dns.empty() && cn.empty(); }
+};
+
+struct SessionTickets {
+    bool enabled = true;
+    Duration rotate = std::chrono::hours(1);  // ticket key lifetime
+};
+
+// TLS on the accepting side of a listener (termination).
+struct ServerTls {
+    CertKeyPair pair;                         // default certificate
+    std::string min_version = "1.2";          // "1.2" | "1.3"
+    std::vector<std::string> alpn;            // empty = derived from protocol
+    std::vector<SniEntry> sni;                // extra certificates chosen by server name
+    ClientAuth client_auth = ClientAuth::None;
+    std::string client_ca;                    // PEM bundle, required unless client_auth none
+    AllowList allow;                          // empty = any verified client
+    SessionTickets session_tickets;
+};
+
+// TLS on the upstream side (origination, ambassador mode).
+struct UpstreamTls {
+    std::string ca;           // PEM bundle; empty = system bundle
+    std::string server_name;  // SNI and the name verified; empty = upstream host
+    std::string certificate;  // optional client certificate (mTLS to the remote)
+    std::string private_key;
+    std::string min_version = "1.2";
+    std::vector<std::string> alpn;
+};
+
+struct Upstream {
+    SocketAddress address;
+    Duration connect_timeout = std::chrono::seconds(1);
+    bool http2 = false;              // upstream speaks h2c: offer h2 in ALPN and tunnel it
+    int proxy_protocol = 0;          // 0 = off, 1 or 2 (TCP mode)
+    std::optional<UpstreamTls> tls;  // absent = plain TCP to the upstream
+};
+
+struct Timeouts {
+    Duration handshake = std::chrono::seconds(10);
+    Duration idle = std::chrono::seconds(60);
+    Duration header = std::chrono::seconds(10);             // HTTP request head
+    Duration upstream_response = std::chrono::seconds(60);  // HTTP: request sent -> response head
+};
+
+struct Limits {
+    uint32_t max_connections = 10000;
+    uint32_t max_header_bytes = 32768;
+    uint32_t max_headers = 100;
+};
+
+enum class Protocol { Tcp, Http };
+enum class ForwardedMode { XForwarded, Forwarded, None };
+
+struct HttpOptions {
+    ForwardedMode forwarded = ForwardedMode::XForwarded;
+    bool access_log = true;
+    bool client_cert_header = true;  // X-Forwarded-Client-Cert when a client certificate verified
+};
+
+struct Listener {
+    std::string name;
+    Mark mark;  // position of the list entry
+    SocketAddress listen;
+    Protocol protocol = Protocol::Tcp;
+    std::optional<ServerTls> tls;  // absent = plain listener
+    Upstream upstream;
+    Timeouts timeouts;
+    Limits limits;
+    HttpOptions http;
+};
+
+struct Admin {
+    SocketAddress listen{"127.0.0.1", 9901};
+    bool enabled = true;
+};
+
+struct InboundRedirect {
+    uint16_t port = 0;     // the app's port, as clients dial it
+    std::string listener;  // name of the listener that receives it
+    Mark mark;
+};
+
+struct Redirect {
+    std::vector<InboundRedirect> inbound;
+    std::vector<uint16_t> exclude_ports;
+    std::vector<std::string> exclude_cidrs;  // source CIDRs never redirected
+    std::vector<std::string> interfaces;     // empty = any interface
+    bool ipv6 = true;                        // also render ip6tables rules
+};
+
+enum class LogLevel { Debug, Info, Warn, Error };
+enum class LogFormat { Text, Json };
+
+struct Log {
+    LogLevel level = LogLevel::Info;
+    LogFormat format = LogFormat::Text;
+};
+
+struct Config {
+    std::string source;  // file path, or "<embedded default>"
+    std::vector<Listener> listeners;
+    Admin admin;
+    Redirect redirect;
+    Log log;
+    Duration drain_timeout = std::chrono::seconds(20);
+    Duration cert_poll_interval = Duration::zero();  // 0 = no polling (file watch + SIGHUP only)
+
+    const Listener* findListener(const std::string& name) const;
+};
+
+// Checks that a certificate/key pair loads and matches; returns an error message or nothing.
+// Injected by the caller so that config/ does not depend on tls/.
+using PairValidator = std::function<std::optional<std::string>(const std::string& certificate,
+                                                                const std::string& private_key)>;
+// Checks that a CA bundle file loads.
+using CaValidator = std::function<std::optional<std::string>(const std::string& ca)>;
+
+struct Validators {
+    PairValidator pair;
+    CaValidator ca;
+};
+
+struct LoadResult {
+    std::optional<Config> config;  // set when errors is empty
+    std::vector<Error> errors;     // all errors found, in file order
+};
+
+// Loads and validates a config file. Never throws.
+LoadResult loadFile(const std::string& path, const Validators& validators = {});
+// Same for text already in memory; `name` is used in error messages.
+LoadResult loadString(const std::string& text, const std::string& name,
+                      const Validators& validators = {});
+
+// Parses "10s", "250ms", "1m", "2h", "1.5s"; nullopt on error.
+std::optional<Duration> parseDuration(const std::string& text);
+// Parses "host:port", "[v6]:port"; nullopt on error.
+std::optional<SocketAddress> parseSocketAddress(const std::string& text);
+
+}  // namespace sidecar::config

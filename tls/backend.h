@@ -1,0 +1,152 @@
+#pragma once
+// The TLS seam. A Backend makes Contexts; a Context makes Sessions. A Session is a byte
+// transformer with no socket: ciphertext in/out on one side, plaintext in/out on the other.
+// Nothing here includes libuv or touches a socket; core/ moves the bytes.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sidecar::tls {
+
+enum class Result {
+    Ok,         // progress was made (handshake complete, bytes read/written)
+    WantRead,   // needs more ciphertext from the peer (feedCiphertext)
+    WantWrite,  // ciphertext is waiting in takeCiphertext(); send it, then call again
+    Eof,        // peer sent close_notify: no more plaintext will arrive
+    Error,      // fatal; error() says why; an alert may be waiting in takeCiphertext()
+};
+
+enum class ClientAuth { None, Optional, Required };
+
+struct AllowList {
+    std::vector<std::string> san_uri;
+    std::vector<std::string> san_dns;
+    std::vector<std::string> cn;
+    bool empty() const { return san_uri.empty() && san_dns.empty() && cn.empty(); }
+};
+
+// A certificate and key, either from files or in-memory PEM (PEM wins when set).
+struct KeyPairSource {
+    std::string certificate_path;
+    std::string private_key_path;
+    std::string certificate_pem;
+    std::string private_key_pem;
+};
+
+struct SniCertificate {
+    std::vector<std::string> server_names;  // exact, or "*.example.com" (one label)
+    KeyPairSource pair;
+};
+
+struct ServerOptions {
+    KeyPairSource pair;  // served when no SNI entry matches
+    std::vector<SniCertificate> sni;
+    std::string min_version = "1.2";  // "1.2" | "1.3"
+    std::vector<std::string> alpn;    // offered protocols, in preference order
+    ClientAuth client_auth = ClientAuth::None;
+    std::string client_ca_path;
+    AllowList allow;
+    bool session_tickets = true;
+    uint32_t ticket_lifetime_seconds = 3600;  // ticket key rotation period
+};
+
+struct ClientOptions {
+    std::string ca_path;      // empty = system bundle (/etc/ssl/certs/ca-certificates.crt)
+    std::string server_name;  // SNI and the name the certificate must match
+    KeyPairSource pair;       // optional client certificate
+    std::string min_version = "1.2";
+    std::vector<std::string> alpn;
+};
+
+// What a verified (or presented) peer certificate says.
+struct PeerIdentity {
+    bool presented = false;
+    bool verified = false;
+    std::string subject;   // RFC 4514-ish one-line subject, e.g. "CN=web,O=acme"
+    std::string cn;
+    std::vector<std::string> san_uri;
+    std::vector<std::string> san_dns;
+    std::string sha256_hex;  // of the DER certificate, lower-case hex
+};
+
+struct SessionInfo {
+    std::string version;  // "TLSv1.2" | "TLSv1.3"
+    std::string cipher;   // IANA suite name
+    std::string alpn;     // negotiated protocol, empty if none
+    std::string sni;      // server name sent by the client (server side)
+    bool resumed = false;
+    PeerIdentity peer;
+};
+
+// Facts about a loaded certificate, for logs and metrics.
+struct CertificateInfo {
+    std::string source;  // file path or "<memory>"
+    std::string subject;
+    std::string serial_hex;
+    int64_t not_before = 0;  // unix seconds
+    int64_t not_after = 0;
+};
+
+class Session {
+public:
+    virtual ~Session() = default;
+
+    // Ciphertext received from the peer. The session keeps what it is given until consumed.
+    virtual void feedCiphertext(const uint8_t* data, size_t len) = 0;
+    // Ciphertext to send. Swaps the pending output into `out` (which should be empty; its
+    // capacity is kept by the session for reuse, so steady state allocates nothing).
+    virtual bool hasCiphertext() const = 0;
+    virtual void takeCiphertext(std::vector<uint8_t>& out) = 0;
+
+    // Drives the handshake. Ok once complete.
+    virtual Result handshake() = 0;
+    virtual bool handshakeComplete() const = 0;
+
+    // Decrypts into `out`. Ok with *n > 0; WantRead when nothing is buffered; Eof on close_notify.
+    virtual Result readPlain(uint8_t* out, size_t cap, size_t* n) = 0;
+    // Encrypts up to len bytes (all of them unless an error occurs); output in takeCiphertext().
+    virtual Result writePlain(const uint8_t* data, size_t len, size_t* n) = 0;
+    // True when received ciphertext or decrypted plaintext is still inside the session, so
+    // readPlain() may return data without new input (drain after a read pause).
+    virtual bool hasBufferedInput() const = 0;
+    // Queues close_notify.
+    virtual void shutdown() = 0;
+
+    virtual const SessionInfo& info() const = 0;  // valid after the handshake
+    virtual const char* error() const = 0;        // reason of the last Error, static storage
+};
+
+class Context {
+public:
+    virtual ~Context() = default;
+    virtual std::unique_ptr<Session> newSession() = 0;
+    // Loaded certificates (server: default then SNI entries; client: its client certificate).
+    virtual std::vector<CertificateInfo> certificates() const = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual const char* name() const = 0;
+    virtual std::shared_ptr<Context> serverContext(const ServerOptions& options, std::string* error) = 0;
+    virtual std::shared_ptr<Context> clientContext(const ClientOptions& options, std::string* error) = 0;
+
+    // Config validation helpers: nullopt when fine, else a message.
+    virtual std::optional<std::string> checkKeyPair(const std::string& certificate_path,
+                                                    const std::string& private_key_path) = 0;
+    virtual std::optional<std::string> checkCaBundle(const std::string& ca_path) = 0;
+
+    // A self-signed ECDSA P-256 certificate for the given names (the first is the CN), valid
+    // from now for `days`. PEM out.
+    virtual bool selfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
+                            std::string* private_key_pem, std::string* error) = 0;
+};
+
+// The default backend. Initialises PSA crypto once.
+std::unique_ptr<Backend> makeMbedtlsBackend();
+
+}  // namespace sidecar::tls
