@@ -1,0 +1,577 @@
+#include "core/connection.h"
+
+#include <cstring>
+
+#include "core/server.h"
+
+namespace sidecar::core {
+
+namespace {
+
+const char kPlainHttpAnswer[] =
+    "HTTP/1.1 400 Bad Request\r\n"
+    "Content-Type: text/plain\r\n"
+    "Content-Length: 51\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "Client sent a plain HTTP request to an HTTPS port.\n";
+
+int versionIndex(const std::string& v) { return v == "TLSv1.3" ? 1 : 0; }
+
+}  // namespace
+
+Connection::Connection(Server& server, std::shared_ptr<const ListenerRuntime> runtime)
+    : server_(server), rt_(std::move(runtime)), stats_(*rt_->stats) {
+    for (Side& s : sides_) s.tcp.data = this;
+    timer_.data = this;
+    connect_req_.data = this;
+    uv_timer_init(server_.loop(), &timer_);
+    ++closes_pending_;
+    uv_tcp_init(server_.loop(), &sides_[kDown].tcp);
+    sides_[kDown].inited = true;
+    ++closes_pending_;
+}
+
+Connection::~Connection() = default;
+
+bool Connection::accept(uv_stream_t* listener) {
+    int r = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&sides_[kDown].tcp));
+    if (r != 0) {
+        server_.log().warn("accept failed", {{"listener", rt_->cfg.name}, {"error", uv_strerror(r)}});
+        close("accept failed");
+        return false;
+    }
+    sides_[kDown].connected = true;
+    peerAddress(&sides_[kDown].tcp, &peer_ip_, &peer_port_);
+    ++stats_.accepted;
+    ++stats_.active;
+    counted_ = true;
+    return true;
+}
+
+void Connection::start() {
+    uv_tcp_nodelay(&sides_[kDown].tcp, 1);
+    started_ms_ = uv_now(server_.loop());
+    touch();
+    if (rt_->server_tls) {
+        Side& d = sides_[kDown];
+        d.tls = rt_->server_tls->newSession();
+        d.handshaking = true;
+        arm(Deadline::Handshake, rt_->cfg.timeouts.handshake.count());
+        updateReading(kDown);
+    } else {
+        connectUpstream();
+    }
+}
+
+// ---- reading ----
+
+void Connection::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
+    auto* c = static_cast<Connection*>(h->data);
+    buf->base = reinterpret_cast<char*>(c->server_.readBuffer());
+    buf->len = Server::kReadBufferSize;
+}
+
+void Connection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
+    auto* c = static_cast<Connection*>(stream->data);
+    SideId id = reinterpret_cast<uv_tcp_t*>(stream) == &c->sides_[kDown].tcp ? kDown : kUp;
+    if (c->closing_) return;
+    if (nread > 0) {
+        c->handleRead(id, reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread));
+    } else if (nread == UV_EOF) {
+        c->onEof(id);
+    } else if (nread < 0) {
+        c->fail(id == kDown ? "client read error" : "upstream read error", uv_strerror(static_cast<int>(nread)));
+    }
+}
+
+void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
+    Side& s = sides_[id];
+    touch();
+    if (id == kDown) stats_.bytes_in += n;
+    if (!s.tls) {
+        deliver(id, data, n);
+        updateReading(id);
+        return;
+    }
+    if (id == kDown && first_read_) {
+        first_read_ = false;
+        // A TLS record starts with 0x16; an HTTP request with an upper-case method.
+        if (data[0] >= 'A' && data[0] <= 'Z') {
+            answerPlainHttp();
+            return;
+        }
+    }
+    s.tls->feedCiphertext(data, n);
+    if (s.handshaking) {
+        driveHandshake(id);
+        if (closing_ || s.handshaking) return;
+    }
+    pump(id);
+}
+
+void Connection::answerPlainHttp() {
+    ++stats_.handshakes_failed;
+    server_.log().info("client sent plain HTTP to a TLS port",
+                       {{"listener", rt_->cfg.name}, {"client", peer_ip_}});
+    sides_[kDown].tls.reset();
+    writeRaw(kDown, reinterpret_cast<const uint8_t*>(kPlainHttpAnswer), sizeof kPlainHttpAnswer - 1);
+    closeAfterFlush("plain HTTP on a TLS port");
+}
+
+void Connection::driveHandshake(SideId id) {
+    Side& s = sides_[id];
+    tls::Result r = s.tls->handshake();
+    flushCiphertext(id);
+    if (closing_) return;
+    switch (r) {
+        case tls::Result::Ok:
+            s.handshaking = false;
+            onHandshakeDone(id);
+            return;
+        case tls::Result::WantRead:
+        case tls::Result::WantWrite:
+            updateReading(id);
+            return;
+        case tls::Result::Eof:
+        case tls::Result::Error:
+            if (id == kDown) {
+                ++stats_.handshakes_failed;
+                server_.log().info("TLS handshake failed", {{"listener", rt_->cfg.name},
+                                                            {"client", peer_ip_},
+                                                            {"error", s.tls->error()}});
+            } else {
+                ++stats_.upstream_connect_failures;
+                server_.log().warn("upstream TLS handshake failed",
+                                   {{"listener", rt_->cfg.name},
+                                    {"upstream", rt_->cfg.upstream.address.toString()},
+                                    {"error", s.tls->error()}});
+            }
+            close("TLS handshake failed");
+            return;
+    }
+}
+
+void Connection::onHandshakeDone(SideId id) {
+    const tls::SessionInfo& info = sides_[id].tls->info();
+    if (id == kDown) {
+        int v = versionIndex(info.version);
+        ++stats_.handshakes_ok[v];
+        if (info.resumed) ++stats_.handshakes_resumed[v];
+        stats_.handshake_seconds.observe(double(uv_now(server_.loop()) - started_ms_) / 1000.0);
+        server_.log().debug("TLS handshake done", {{"listener", rt_->cfg.name},
+                                                   {"client", peer_ip_},
+                                                   {"version", info.version},
+                                                   {"cipher", info.cipher},
+                                                   {"sni", info.sni},
+                                                   {"alpn", info.alpn}});
+        connectUpstream();
+    } else {
+        onUpstreamReady();
+    }
+}
+
+void Connection::connectUpstream() {
+    Side& u = sides_[kUp];
+    int r = uv_tcp_init(server_.loop(), &u.tcp);
+    if (r != 0) {
+        fail("upstream socket", uv_strerror(r));
+        return;
+    }
+    u.inited = true;
+    ++closes_pending_;
+    r = uv_tcp_connect(&connect_req_, &u.tcp, reinterpret_cast<const sockaddr*>(&rt_->upstream),
+                       onConnect);
+    if (r != 0) {
+        ++stats_.upstream_connect_failures;
+        fail("upstream connect failed", uv_strerror(r));
+        return;
+    }
+    arm(Deadline::Connect, rt_->cfg.upstream.connect_timeout.count());
+    // Until the upstream is ready, plaintext stays inside the client's TLS session.
+    updateReading(kDown);
+}
+
+void Connection::onConnect(uv_connect_t* req, int status) noexcept {
+    auto* c = static_cast<Connection*>(req->data);
+    if (status == UV_ECANCELED || c->closing_) return;
+    if (status != 0) {
+        ++c->stats_.upstream_connect_failures;
+        c->server_.log().warn("upstream connect failed",
+                              {{"listener", c->rt_->cfg.name},
+                               {"upstream", c->rt_->cfg.upstream.address.toString()},
+                               {"client", c->peer_ip_},
+                               {"error", uv_strerror(status)}});
+        c->close("upstream connect failed");
+        return;
+    }
+    Side& u = c->sides_[kUp];
+    u.connected = true;
+    uv_tcp_nodelay(&u.tcp, 1);
+    if (c->rt_->client_tls) {
+        u.tls = c->rt_->client_tls->newSession();
+        u.handshaking = true;
+        c->driveHandshake(kUp);
+        return;
+    }
+    c->onUpstreamReady();
+}
+
+void Connection::onUpstreamReady() {
+    arm(Deadline::Idle, rt_->cfg.timeouts.idle.count());
+    updateReading(kUp);
+    updateReading(kDown);
+    if (sides_[kDown].tls) pump(kDown);
+    if (sides_[kUp].tls) pump(kUp);
+}
+
+// Pulls plaintext out of a side's TLS session while the other side can take it.
+void Connection::pump(SideId id) {
+    Side& s = sides_[id];
+    if (!s.tls || s.handshaking) return;
+    Side& o = other(id);
+    uint8_t* buf = server_.plainBuffer();
+    while (!closing_ && !s.eof && ready(o) && o.pending < kHighWatermark && !flushing_) {
+        size_t n = 0;
+        tls::Result r = s.tls->readPlain(buf, Server::kPlainBufferSize, &n);
+        if (r == tls::Result::Ok) {
+            if (n > 0) deliver(id, buf, n);
+            continue;
+        }
+        if (r == tls::Result::Eof) {
+            flushCiphertext(id);
+            onEof(id);
+            return;
+        }
+        if (r == tls::Result::Error) {
+            flushCiphertext(id);
+            fail(id == kDown ? "client TLS error" : "upstream TLS error", s.tls->error());
+            return;
+        }
+        break;  // WantRead / WantWrite
+    }
+    if (closing_) return;
+    flushCiphertext(id);  // session tickets, key updates
+    updateReading(id);
+}
+
+void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
+    sendTo(from == kDown ? kUp : kDown, p, n);
+}
+
+void Connection::sendTo(SideId to, const uint8_t* p, size_t n) {
+    Side& s = sides_[to];
+    if (closing_ || s.shut) return;
+    if (s.tls) {
+        size_t written = 0;
+        tls::Result r = s.tls->writePlain(p, n, &written);
+        if (r == tls::Result::Error) {
+            fail("TLS write failed", s.tls->error());
+            return;
+        }
+        flushCiphertext(to);
+    } else {
+        writeRaw(to, p, n);
+    }
+}
+
+// ---- writing ----
+
+void Connection::flushCiphertext(SideId id) {
+    Side& s = sides_[id];
+    if (!s.tls || !s.tls->hasCiphertext() || closing_) return;
+    Bytes out = server_.buffers().get();
+    s.tls->takeCiphertext(out);
+    writeOwned(id, std::move(out));
+}
+
+void Connection::writeRaw(SideId id, const uint8_t* p, size_t n) {
+    Side& s = sides_[id];
+    if (closing_ || n == 0) return;
+    if (id == kDown) stats_.bytes_out += n;
+    if (s.pending == 0) {
+        uv_buf_t b = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p)), unsigned(n));
+        int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&s.tcp), &b, 1);
+        if (r > 0) {
+            p += r;
+            n -= size_t(r);
+            if (n == 0) return;
+        } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+            fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(r));
+            return;
+        }
+    }
+    WriteReq* w = server_.writeReqs().get();
+    w->data = server_.buffers().get();
+    w->data.assign(p, p + n);
+    queueWrite(id, w);
+}
+
+void Connection::writeOwned(SideId id, Bytes&& bytes) {
+    Side& s = sides_[id];
+    if (closing_ || bytes.empty()) {
+        server_.buffers().put(std::move(bytes));
+        return;
+    }
+    if (id == kDown) stats_.bytes_out += bytes.size();
+    size_t skip = 0;
+    if (s.pending == 0) {
+        uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(bytes.data()), unsigned(bytes.size()));
+        int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&s.tcp), &b, 1);
+        if (r > 0) {
+            skip = size_t(r);
+        } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+            server_.buffers().put(std::move(bytes));
+            fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(r));
+            return;
+        }
+    }
+    if (skip == bytes.size()) {
+        server_.buffers().put(std::move(bytes));
+        return;
+    }
+    if (skip > 0) bytes.erase(bytes.begin(), bytes.begin() + long(skip));
+    WriteReq* w = server_.writeReqs().get();
+    w->data = std::move(bytes);
+    queueWrite(id, w);
+}
+
+void Connection::queueWrite(SideId id, WriteReq* w) {
+    Side& s = sides_[id];
+    w->conn = this;
+    w->side = id;
+    w->size = w->data.size();
+    w->req.data = w;
+    uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(w->data.data()), unsigned(w->size));
+    int r = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&s.tcp), &b, 1, onWrite);
+    if (r != 0) {
+        server_.writeReqs().put(w, server_.buffers());
+        fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(r));
+        return;
+    }
+    s.pending += w->size;
+    updateReading(id == kDown ? kUp : kDown);
+}
+
+void Connection::onWrite(uv_write_t* req, int status) noexcept {
+    auto* w = static_cast<WriteReq*>(req->data);
+    Connection* c = w->conn;
+    auto id = static_cast<SideId>(w->side);
+    c->sides_[id].pending -= w->size;
+    c->server_.writeReqs().put(w, c->server_.buffers());
+    if (c->closing_) return;
+    if (status != 0) {
+        c->fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(status));
+        return;
+    }
+    c->afterWrite(id);
+}
+
+void Connection::afterWrite(SideId id) {
+    if (sides_[id].pending > kLowWatermark) return;
+    // Resume the paused side, first draining plaintext still buffered inside its TLS session.
+    SideId from = id == kDown ? kUp : kDown;
+    if (sides_[from].tls) {
+        pump(from);
+    } else {
+        updateReading(from);
+    }
+}
+
+// ---- half-close and teardown ----
+
+void Connection::onEof(SideId id) {
+    Side& s = sides_[id];
+    if (s.eof) return;
+    s.eof = true;
+    updateReading(id);
+    if (id == kDown && s.handshaking) {
+        if (s.tls) ++stats_.handshakes_failed;
+        close("client closed during the TLS handshake");
+        return;
+    }
+    SideId to = id == kDown ? kUp : kDown;
+    if (!ready(sides_[to])) {
+        close(id == kDown ? "client closed before the upstream was ready" : "upstream closed");
+        return;
+    }
+    shutdownSide(to);
+    maybeFinish();
+}
+
+void Connection::shutdownSide(SideId id) {
+    Side& s = sides_[id];
+    if (s.shut || closing_ || !s.connected) return;
+    s.shut = true;
+    if (s.tls && !s.handshaking) {
+        s.tls->shutdown();
+        flushCiphertext(id);
+        if (closing_) return;
+    }
+    s.shutdown_req.data = this;
+    int r = uv_shutdown(&s.shutdown_req, reinterpret_cast<uv_stream_t*>(&s.tcp), onShutdown);
+    if (r != 0) {
+        s.shut_done = true;
+        if (r != UV_ENOTCONN) server_.log().debug("shutdown failed", {{"error", uv_strerror(r)}});
+    }
+}
+
+void Connection::onShutdown(uv_shutdown_t* req, int status) noexcept {
+    auto* c = static_cast<Connection*>(req->data);
+    if (status == UV_ECANCELED || c->closing_) return;
+    SideId id = req == &c->sides_[kDown].shutdown_req ? kDown : kUp;
+    c->sides_[id].shut_done = true;
+    if (c->flushing_ && id == kDown) {
+        c->close("flushed");
+        return;
+    }
+    c->maybeFinish();
+}
+
+void Connection::maybeFinish() {
+    if (closing_) return;
+    const Side& d = sides_[kDown];
+    const Side& u = sides_[kUp];
+    if (d.eof && u.eof && d.shut_done && u.shut_done) close("done");
+}
+
+// Sends what is queued for the client, then closes (used after a local answer).
+void Connection::closeAfterFlush(const char* reason) {
+    if (closing_ || flushing_) return;
+    flushing_ = true;
+    server_.log().debug("closing after flush", {{"reason", reason}});
+    Side& d = sides_[kDown];
+    if (d.reading) {
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&d.tcp));
+        d.reading = false;
+    }
+    if (sides_[kUp].reading) {
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&sides_[kUp].tcp));
+        sides_[kUp].reading = false;
+    }
+    // A client that does not read its answer gets a few seconds, not forever.
+    arm(Deadline::Flush, 5000);
+    if (d.shut) {
+        if (d.shut_done) close(reason);
+        return;
+    }
+    shutdownSide(kDown);
+    if (d.shut_done) close(reason);
+}
+
+void Connection::fail(const char* what, const char* detail) {
+    if (closing_) return;
+    server_.log().debug("connection error", {{"listener", rt_->cfg.name},
+                                             {"client", peer_ip_},
+                                             {"error", what},
+                                             {"detail", detail}});
+    close(what);
+}
+
+void Connection::close(const char* reason) {
+    if (closing_) return;
+    closing_ = true;
+    server_.log().debug("connection closed", {{"listener", rt_->cfg.name},
+                                              {"client", peer_ip_},
+                                              {"reason", reason}});
+    if (counted_) {
+        --stats_.active;
+        counted_ = false;
+    }
+    uv_timer_stop(&timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
+    for (Side& s : sides_) {
+        if (s.inited) uv_close(reinterpret_cast<uv_handle_t*>(&s.tcp), onClose);
+    }
+    server_.forget(this);
+}
+
+void Connection::onClose(uv_handle_t* h) noexcept {
+    auto* c = static_cast<Connection*>(h->data);
+    if (--c->closes_pending_ == 0) delete c;
+}
+
+void Connection::onDrain() {
+    // TCP connections finish on their own or at the drain deadline. Connections still in
+    // their handshake or never used can go now.
+    if (sides_[kDown].handshaking) close("draining");
+}
+
+// ---- flow control and timers ----
+
+bool Connection::wantRead(SideId id) const {
+    const Side& s = sides_[id];
+    if (closing_ || flushing_ || s.eof || !s.connected) return false;
+    if (s.handshaking) return true;
+    const Side& o = sides_[1 - id];
+    return ready(o) && !o.shut && o.pending < kHighWatermark;
+}
+
+void Connection::updateReading(SideId id) {
+    Side& s = sides_[id];
+    if (!s.inited || closing_) return;
+    bool want = wantRead(id);
+    if (want == s.reading) return;
+    auto* stream = reinterpret_cast<uv_stream_t*>(&s.tcp);
+    if (want) {
+        int r = uv_read_start(stream, onAlloc, onRead);
+        if (r != 0) {
+            fail("read start", uv_strerror(r));
+            return;
+        }
+    } else {
+        uv_read_stop(stream);
+    }
+    s.reading = want;
+}
+
+void Connection::touch() { last_activity_ms_ = uv_now(server_.loop()); }
+
+void Connection::arm(Deadline d, uint64_t ms) {
+    deadline_ = d;
+    if (ms == 0 && d == Deadline::Idle) {  // idle: 0 disables
+        uv_timer_stop(&timer_);
+        return;
+    }
+    uv_timer_start(&timer_, onTimer, ms, 0);
+}
+
+void Connection::onTimer(uv_timer_t* t) noexcept {
+    auto* c = static_cast<Connection*>(t->data);
+    if (c->closing_) return;
+    const auto& cfg = c->rt_->cfg;
+    switch (c->deadline_) {
+        case Deadline::Handshake:
+            ++c->stats_.handshake_timeouts;
+            c->server_.log().info("TLS handshake timeout", {{"listener", cfg.name}, {"client", c->peer_ip_}});
+            c->close("handshake timeout");
+            return;
+        case Deadline::Connect:
+            ++c->stats_.upstream_connect_timeouts;
+            c->server_.log().warn("upstream connect timeout",
+                                  {{"listener", cfg.name},
+                                   {"upstream", cfg.upstream.address.toString()},
+                                   {"client", c->peer_ip_}});
+            c->close("upstream connect timeout");
+            return;
+        case Deadline::Idle: {
+            uint64_t now = uv_now(c->server_.loop());
+            uint64_t idle = uint64_t(cfg.timeouts.idle.count());
+            if (now - c->last_activity_ms_ < idle) {
+                uv_timer_start(&c->timer_, onTimer, idle - (now - c->last_activity_ms_), 0);
+                return;
+            }
+            ++c->stats_.idle_timeouts;
+            c->server_.log().debug("idle timeout", {{"listener", cfg.name}, {"client", c->peer_ip_}});
+            c->close("idle timeout");
+            return;
+        }
+        case Deadline::Flush:
+            c->close("flush timeout");
+            return;
+        case Deadline::None:
+            return;
+    }
+}
+
+}  // namespace sidecar::core

@@ -1,0 +1,534 @@
+#include "core/server.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/connection.h"
+
+namespace sidecar::core {
+
+namespace {
+
+tls::KeyPairSource pairSource(const config::CertKeyPair& p) {
+    tls::KeyPairSource s;
+    s.certificate_path = p.certificate;
+    s.private_key_path = p.private_key;
+    s.certificate_pem = p.certificate_pem;
+    s.private_key_pem = p.private_key_pem;
+    return s;
+}
+
+std::vector<std::string> serverAlpn(const config::Listener& l) {
+    if (!l.tls->alpn.empty()) return l.tls->alpn;
+    if (l.protocol == config::Protocol::Http) {
+        if (l.upstream.http2) return {"h2", "http/1.1"};
+        return {"http/1.1"};
+    }
+    return {};
+}
+
+}  // namespace
+
+bool resolveAddress(const config::SocketAddress& a, sockaddr_storage* out) {
+    std::memset(out, 0, sizeof *out);
+    std::string host = a.host == "localhost" ? "127.0.0.1" : a.host;
+    if (host.find(':') != std::string::npos) {
+        return uv_ip6_addr(host.c_str(), a.port, reinterpret_cast<sockaddr_in6*>(out)) == 0;
+    }
+    return uv_ip4_addr(host.c_str(), a.port, reinterpret_cast<sockaddr_in*>(out)) == 0;
+}
+
+bool peerAddress(const uv_tcp_t* tcp, std::string* ip, uint16_t* port) {
+    sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+    char buf[INET6_ADDRSTRLEN] = {0};
+    if (ss.ss_family == AF_INET6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        uv_ip6_name(a, buf, sizeof buf);
+        *port = ntohs(a->sin6_port);
+        // Show IPv4 clients of a dual-stack listener as plain IPv4.
+        if (std::strncmp(buf, "::ffff:", 7) == 0 && std::strchr(buf + 7, '.')) {
+            *ip = buf + 7;
+            return true;
+        }
+    } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        uv_ip4_name(a, buf, sizeof buf);
+        *port = ntohs(a->sin_port);
+    }
+    *ip = buf;
+    return true;
+}
+
+// ---- Listener ----
+
+Listener::Listener(Server& s, std::shared_ptr<const ListenerRuntime> rt) : runtime(std::move(rt)), server(s) {
+    handle.data = this;
+}
+
+std::optional<std::string> Listener::bind() {
+    int r = uv_tcp_init(server.loop(), &handle);
+    if (r != 0) return std::string("socket: ") + uv_strerror(r);
+    inited_ = true;
+    sockaddr_storage addr;
+    if (!resolveAddress(runtime->cfg.listen, &addr)) return std::string("bad listen address");
+    r = uv_tcp_bind(&handle, reinterpret_cast<const sockaddr*>(&addr), 0);
+    if (r == 0) {
+        r = uv_listen(reinterpret_cast<uv_stream_t*>(&handle), 1024, [](uv_stream_t* s, int status) noexcept {
+            auto* l = static_cast<Listener*>(s->data);
+            if (status != 0) {
+                l->server.log().warn("accept error", {{"listener", l->runtime->cfg.name},
+                                                      {"error", uv_strerror(status)}});
+                return;
+            }
+            l->server.onAccept(*l);
+        });
+    }
+    if (r != 0) return "cannot listen on " + runtime->cfg.listen.toString() + ": " + uv_strerror(r);
+    accepting_ = true;
+    return std::nullopt;
+}
+
+void Listener::close() {
+    accepting_ = false;
+    if (!inited_) {
+        delete this;
+        return;
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle), [](uv_handle_t* h) noexcept {
+        delete static_cast<Listener*>(h->data);
+    });
+}
+
+// ---- Server ----
+
+Server::Server(uv_loop_t* loop, Logger& log, tls::Backend& backend, Metrics& metrics,
+               config::Validators validators)
+    : loop_(loop),
+      log_(log),
+      backend_(backend),
+      metrics_(metrics),
+      read_buf_(new uint8_t[kReadBufferSize]),
+      plain_buf_(new uint8_t[kPlainBufferSize]),
+      validators_(std::move(validators)) {}
+
+Server::~Server() = default;
+
+std::shared_ptr<ListenerRuntime> Server::buildRuntime(const config::Listener& l, std::string* error) {
+    auto rt = std::make_shared<ListenerRuntime>();
+    rt->cfg = l;
+    rt->stats = &metrics_.listener(l.name);
+    if (!resolveAddress(l.upstream.address, &rt->upstream)) {
+        *error = "bad upstream address " + l.upstream.address.toString();
+        return nullptr;
+    }
+    if (l.tls) {
+        tls::ServerOptions o;
+        o.pair = pairSource(l.tls->pair);
+        for (const config::SniEntry& e : l.tls->sni) o.sni.push_back({e.server_names, pairSource(e.pair)});
+        o.min_version = l.tls->min_version;
+        o.alpn = serverAlpn(l);
+        o.client_auth = static_cast<tls::ClientAuth>(l.tls->client_auth);
+        o.client_ca_path = l.tls->client_ca;
+        o.allow = {l.tls->allow.san_uri, l.tls->allow.san_dns, l.tls->allow.cn};
+        o.session_tickets = l.tls->session_tickets.enabled;
+        o.ticket_lifetime_seconds =
+            uint32_t(std::chrono::duration_cast<std::chrono::seconds>(l.tls->session_tickets.rotate).count());
+        rt->server_tls = backend_.serverContext(o, error);
+        if (!rt->server_tls) return nullptr;
+    }
+    if (l.upstream.tls) {
+        const config::UpstreamTls& u = *l.upstream.tls;
+        tls::ClientOptions o;
+        o.ca_path = u.ca;
+        o.server_name = u.server_name.empty() ? l.upstream.address.host : u.server_name;
+        o.pair.certificate_path = u.certificate;
+        o.pair.private_key_path = u.private_key;
+        o.min_version = u.min_version;
+        o.alpn = u.alpn;
+        rt->client_tls = backend_.clientContext(o, error);
+        if (!rt->client_tls) return nullptr;
+    }
+    return rt;
+}
+
+bool Server::start(const config::Config& cfg) {
+    cfg_ = cfg;
+    metrics_.start_time = int64_t(time(nullptr));
+    bool ok = true;
+    for (const config::Listener& l : cfg.listeners) {
+        std::string error;
+        std::shared_ptr<ListenerRuntime> rt = buildRuntime(l, &error);
+        if (!rt) {
+            log_.error("cannot set up listener", {{"listener", l.name}, {"error", error}});
+            ok = false;
+            continue;
+        }
+        fingerprints_[l.name] = materialFingerprint(l);
+        auto* listener = new Listener(*this, rt);
+        if (auto err = listener->bind()) {
+            log_.error("cannot listen", {{"listener", l.name}, {"error", *err}});
+            listener->close();
+            ok = false;
+            continue;
+        }
+        listeners_.push_back(listener);
+        log_.info("listening", {{"listener", l.name},
+                                {"address", l.listen.toString()},
+                                {"upstream", l.upstream.address.toString()},
+                                {"tls", l.tls ? "on" : "off"},
+                                {"protocol", l.protocol == config::Protocol::Http ? "http" : "tcp"}});
+    }
+    if (cfg.admin.enabled) {
+        AdminServer::Hooks hooks;
+        hooks.ready = [this] { return ready(); };
+        hooks.metrics = [this] { return metrics_.render(); };
+        hooks.shutdown = [this] { beginDrain("POST /shutdown"); };
+        admin_ = std::make_unique<AdminServer>(loop_, log_, std::move(hooks));
+        if (auto err = admin_->listen(cfg.admin.listen)) {
+            log_.error("cannot start the admin endpoint", {{"error", *err}});
+            ok = false;
+        } else {
+            log_.info("admin endpoint listening", {{"address", cfg.admin.listen.toString()}});
+        }
+    }
+    uv_signal_init(loop_, &sig_term_);
+    uv_signal_init(loop_, &sig_int_);
+    uv_signal_init(loop_, &sig_hup_);
+    uv_timer_init(loop_, &drain_timer_);
+    uv_timer_init(loop_, &debounce_timer_);
+    uv_timer_init(loop_, &poll_timer_);
+    sig_term_.data = sig_int_.data = sig_hup_.data = drain_timer_.data = this;
+    debounce_timer_.data = poll_timer_.data = this;
+    refreshCertificateGauges();
+    watchCertificateFiles();
+    handles_inited_ = true;
+    uv_signal_start(&sig_term_, onSignal, SIGTERM);
+    uv_signal_start(&sig_int_, onSignal, SIGINT);
+    uv_signal_start(&sig_hup_, onSignal, SIGHUP);
+    if (!ok) {
+        beginDrain("start-up failed");
+        return false;
+    }
+    ready_ = true;
+    return true;
+}
+
+void Server::onSignal(uv_signal_t* h, int signum) noexcept {
+    auto* s = static_cast<Server*>(h->data);
+    if (signum == SIGHUP) {
+        s->log_.info("SIGHUP: reloading configuration and certificates");
+        if (!s->draining_) s->reloadConfig();
+        return;
+    }
+    if (s->draining_) {
+        s->log_.warn("second stop signal: closing all connections now");
+        for (Connection* c : std::vector<Connection*>(s->connections_.begin(), s->connections_.end()))
+            c->close("forced stop");
+        s->finishIfDrained();
+        return;
+    }
+    s->beginDrain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+void Server::beginDrain(const char* why) {
+    if (draining_) return;
+    draining_ = true;
+    metrics_.draining = true;
+    log_.info("draining", {{"reason", why},
+                           {"connections", uint64_t(connections_.size())},
+                           {"timeout_ms", int64_t(cfg_.drain_timeout.count())}});
+    for (Listener* l : listeners_) l->close();
+    listeners_.clear();
+    for (Connection* c : std::vector<Connection*>(connections_.begin(), connections_.end())) c->onDrain();
+    if (!connections_.empty()) {
+        uv_timer_start(&drain_timer_, onDrainTimer, uint64_t(cfg_.drain_timeout.count()), 0);
+    }
+    finishIfDrained();
+}
+
+void Server::onDrainTimer(uv_timer_t* t) noexcept {
+    auto* s = static_cast<Server*>(t->data);
+    s->log_.warn("drain timeout: closing remaining connections",
+                 {{"connections", uint64_t(s->connections_.size())}});
+    for (Connection* c : std::vector<Connection*>(s->connections_.begin(), s->connections_.end()))
+        c->close("drain timeout");
+    s->finishIfDrained();
+}
+
+void Server::finishIfDrained() {
+    if (!draining_ || finished_ || !connections_.empty()) return;
+    finished_ = true;
+    log_.info("drained; exiting");
+    closeOwnHandles();
+}
+
+void Server::closeOwnHandles() {
+    if (admin_) admin_->close();
+    if (!handles_inited_) return;
+    handles_inited_ = false;
+    for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sig_term_), reinterpret_cast<uv_handle_t*>(&sig_int_),
+                           reinterpret_cast<uv_handle_t*>(&sig_hup_), reinterpret_cast<uv_handle_t*>(&drain_timer_),
+                           reinterpret_cast<uv_handle_t*>(&debounce_timer_),
+                           reinterpret_cast<uv_handle_t*>(&poll_timer_)}) {
+        uv_close(h, nullptr);
+    }
+    for (uv_fs_event_t* w : watchers_)
+        uv_close(reinterpret_cast<uv_handle_t*>(w), [](uv_handle_t* h) noexcept { delete reinterpret_cast<uv_fs_event_t*>(h); });
+    watchers_.clear();
+}
+
+// ---- reload ----
+
+namespace {
+
+void addFile(std::string& out, const std::string& path) {
+    if (path.empty()) return;
+    out += path;
+    out += '\0';
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+        out += "<unreadable>";
+        return;
+    }
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    out += ss.str();
+    out += '\0';
+}
+
+std::string directoryOf(const std::string& path) {
+    size_t slash = path.rfind('/');
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return path.substr(0, slash);
+}
+
+std::vector<std::string> materialPaths(const config::Listener& l) {
+    std::vector<std::string> paths;
+    if (l.tls) {
+        paths.push_back(l.tls->pair.certificate);
+        paths.push_back(l.tls->pair.private_key);
+        for (const config::SniEntry& e : l.tls->sni) {
+            paths.push_back(e.pair.certificate);
+            paths.push_back(e.pair.private_key);
+        }
+        paths.push_back(l.tls->client_ca);
+    }
+    if (l.upstream.tls) {
+        paths.push_back(l.upstream.tls->ca);
+        paths.push_back(l.upstream.tls->certificate);
+        paths.push_back(l.upstream.tls->private_key);
+    }
+    std::vector<std::string> out;
+    for (std::string& p : paths)
+        if (!p.empty()) out.push_back(std::move(p));
+    return out;
+}
+
+}  // namespace
+
+// The digest of everything a listener's TLS contexts are built from; a reload happens only
+// when it changes (a needless rebuild would also invalidate session tickets).
+std::string Server::materialFingerprint(const config::Listener& l) const {
+    std::string all;
+    for (const std::string& p : materialPaths(l)) addFile(all, p);
+    return std::to_string(std::hash<std::string>{}(all)) + ":" + std::to_string(all.size());
+}
+
+void Server::refreshCertificateGauges() {
+    metrics_.certificates.clear();
+    int64_t now = int64_t(time(nullptr));
+    for (Listener* l : listeners_) {
+        const ListenerRuntime& rt = *l->runtime;
+        if (!rt.server_tls) continue;
+        for (const tls::CertificateInfo& ci : rt.server_tls->certificates()) {
+            metrics_.certificates.push_back({rt.cfg.name, ci.source, ci.not_after});
+            if (ci.not_after != 0 && ci.not_after < now) {
+                log_.error("certificate has EXPIRED", {{"listener", rt.cfg.name}, {"certificate", ci.source},
+                                                       {"subject", ci.subject}, {"not_after", ci.not_after}});
+            } else if (ci.not_before > now) {
+                log_.error("certificate is NOT YET VALID", {{"listener", rt.cfg.name}, {"certificate", ci.source},
+                                                            {"subject", ci.subject}, {"not_before", ci.not_before}});
+            }
+        }
+    }
+}
+
+void Server::watchCertificateFiles() {
+    for (uv_fs_event_t* w : watchers_)
+        uv_close(reinterpret_cast<uv_handle_t*>(w), [](uv_handle_t* h) noexcept { delete reinterpret_cast<uv_fs_event_t*>(h); });
+    watchers_.clear();
+    // Kubernetes updates a Secret volume by swapping a `..data` symlink in the directory, so the
+    // directory is watched, not the file.
+    std::set<std::string> dirs;
+    for (Listener* l : listeners_)
+        for (const std::string& p : materialPaths(l->runtime->cfg)) dirs.insert(directoryOf(p));
+    for (const std::string& d : dirs) {
+        auto* w = new uv_fs_event_t;
+        uv_fs_event_init(loop_, w);
+        w->data = this;
+        int r = uv_fs_event_start(w, onFsEvent, d.c_str(), 0);
+        if (r != 0) {
+            log_.warn("cannot watch certificate directory; SIGHUP or cert_poll_interval still reload",
+                      {{"directory", d}, {"error", uv_strerror(r)}});
+            uv_close(reinterpret_cast<uv_handle_t*>(w), [](uv_handle_t* h) noexcept { delete reinterpret_cast<uv_fs_event_t*>(h); });
+            continue;
+        }
+        watchers_.push_back(w);
+    }
+    uv_timer_stop(&poll_timer_);
+    if (cfg_.cert_poll_interval.count() > 0) {
+        uint64_t ms = uint64_t(cfg_.cert_poll_interval.count());
+        uv_timer_start(&poll_timer_, [](uv_timer_t* t) noexcept {
+            static_cast<Server*>(t->data)->reloadCertificates("poll", false);
+        }, ms, ms);
+    }
+}
+
+void Server::onFsEvent(uv_fs_event_t* h, const char*, int, int status) noexcept {
+    auto* s = static_cast<Server*>(h->data);
+    if (status != 0 || s->draining_) return;
+    // Writers replace several files in a row: wait for the burst to settle.
+    uv_timer_start(&s->debounce_timer_, onReloadTimer, 250, 0);
+}
+
+void Server::onReloadTimer(uv_timer_t* t) noexcept {
+    static_cast<Server*>(t->data)->reloadCertificates("file change", false);
+}
+
+void Server::reloadCertificates(const char* why, bool force) {
+    if (draining_) return;
+    bool changed = false;
+    for (Listener* l : listeners_) {
+        const config::Listener& cfg = l->runtime->cfg;
+        if (!cfg.tls && !cfg.upstream.tls) continue;
+        std::string fp = materialFingerprint(cfg);
+        std::string& known = fingerprints_[cfg.name];
+        if (!force && fp == known) continue;
+        known = fp;
+        std::string error;
+        std::shared_ptr<ListenerRuntime> rt = buildRuntime(cfg, &error);
+        if (!rt) {
+            ++metrics_.cert_reloads_failed;
+            log_.error("certificate reload failed; still serving the previous certificate",
+                       {{"listener", cfg.name}, {"reason", why}, {"error", error}});
+            continue;
+        }
+        l->runtime = rt;
+        changed = true;
+        ++metrics_.cert_reloads_ok;
+        std::string serials;
+        if (rt->server_tls)
+            for (const tls::CertificateInfo& ci : rt->server_tls->certificates())
+                serials += (serials.empty() ? "" : ",") + ci.serial_hex;
+        log_.info("certificates reloaded", {{"listener", cfg.name}, {"reason", why}, {"serial", serials}});
+    }
+    if (changed) refreshCertificateGauges();
+}
+
+void Server::reloadConfig() {
+    if (cfg_.source.empty() || cfg_.source[0] == '<') {
+        reloadCertificates("SIGHUP", false);
+        return;
+    }
+    config::LoadResult res = config::loadFile(cfg_.source, validators_);
+    if (!res.errors.empty()) {
+        ++metrics_.config_reloads_failed;
+        for (const config::Error& e : res.errors) log_.error("config reload rejected", {{"error", e.toString()}});
+        log_.error("keeping the previous configuration", {{"errors", uint64_t(res.errors.size())}});
+        return;
+    }
+    config::Config next = std::move(*res.config);
+    if (next.admin.listen.toString() != cfg_.admin.listen.toString() || next.admin.enabled != cfg_.admin.enabled)
+        log_.warn("admin endpoint changes take effect after a restart");
+    // Build every runtime first: a reload applies completely or not at all.
+    std::vector<std::shared_ptr<ListenerRuntime>> runtimes;
+    for (const config::Listener& l : next.listeners) {
+        std::string error;
+        std::shared_ptr<ListenerRuntime> rt = buildRuntime(l, &error);
+        if (!rt) {
+            ++metrics_.config_reloads_failed;
+            log_.error("config reload rejected; keeping the previous configuration",
+                       {{"listener", l.name}, {"error", error}});
+            return;
+        }
+        runtimes.push_back(std::move(rt));
+    }
+    std::vector<Listener*> kept;
+    std::vector<Listener*> old = std::move(listeners_);
+    listeners_.clear();
+    for (auto& rt : runtimes) {
+        Listener* same = nullptr;
+        for (Listener*& l : old) {
+            if (l && l->runtime->cfg.name == rt->cfg.name &&
+                l->runtime->cfg.listen.toString() == rt->cfg.listen.toString()) {
+                same = l;
+                l = nullptr;
+                break;
+            }
+        }
+        if (same) {
+            same->runtime = rt;
+            listeners_.push_back(same);
+            continue;
+        }
+        // A listener on a new address: close the old one of that name first, then bind.
+        for (Listener*& l : old) {
+            if (l && l->runtime->cfg.name == rt->cfg.name) {
+                l->close();
+                l = nullptr;
+            }
+        }
+        auto* listener = new Listener(*this, rt);
+        if (auto err = listener->bind()) {
+            log_.error("cannot listen", {{"listener", rt->cfg.name}, {"error", *err}});
+            listener->close();
+            continue;
+        }
+        log_.info("listening", {{"listener", rt->cfg.name}, {"address", rt->cfg.listen.toString()}});
+        listeners_.push_back(listener);
+    }
+    for (Listener* l : old) {
+        if (!l) continue;
+        log_.info("listener removed", {{"listener", l->runtime->cfg.name}});
+        l->close();
+    }
+    config::Admin admin = cfg_.admin;
+    cfg_ = std::move(next);
+    cfg_.admin = admin;
+    log_.configure(cfg_.log);
+    fingerprints_.clear();
+    for (Listener* l : listeners_) fingerprints_[l->runtime->cfg.name] = materialFingerprint(l->runtime->cfg);
+    refreshCertificateGauges();
+    watchCertificateFiles();
+    ++metrics_.config_reloads_ok;
+    log_.info("configuration reloaded", {{"listeners", uint64_t(listeners_.size())}});
+}
+
+void Server::onAccept(Listener& l) {
+    auto* c = new Connection(*this, l.runtime);
+    if (!c->accept(reinterpret_cast<uv_stream_t*>(&l.handle))) return;
+    const ListenerRuntime& rt = *l.runtime;
+    if (draining_ || uint64_t(rt.stats->active) > rt.cfg.limits.max_connections) {
+        ++rt.stats->rejected;
+        log_.debug("connection rejected", {{"listener", rt.cfg.name},
+                                           {"reason", draining_ ? "draining" : "max_connections"}});
+        c->close("over max_connections");
+        return;
+    }
+    connections_.insert(c);
+    c->start();
+}
+
+void Server::forget(Connection* c) {
+    connections_.erase(c);
+    if (draining_) finishIfDrained();
+}
+
+}  // namespace sidecar::core

@@ -1,0 +1,132 @@
+#pragma once
+// The data plane: one libuv loop, its listeners, the connections they accept, signals and drain.
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "config/config.h"
+#include "core/admin.h"
+#include "core/buffer.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "tls/backend.h"
+
+namespace sidecar::core {
+
+class Connection;
+class Server;
+
+// Everything a connection needs from its listener's configuration, built once per config or
+// certificate generation. Connections keep the snapshot they started with, so a reload never
+// changes an open connection under its feet.
+struct ListenerRuntime {
+    config::Listener cfg;
+    std::shared_ptr<tls::Context> server_tls;  // null = plain listener
+    std::shared_ptr<tls::Context> client_tls;  // null = plain upstream
+    sockaddr_storage upstream{};
+    ListenerStats* stats = nullptr;
+};
+
+class Listener {
+public:
+    Listener(Server& server, std::shared_ptr<const ListenerRuntime> runtime);
+    // Binds and listens; on failure returns a message.
+    std::optional<std::string> bind();
+    void close();  // stop accepting; the object is freed in the close callback
+    bool accepting() const { return accepting_; }
+
+    std::shared_ptr<const ListenerRuntime> runtime;
+    Server& server;
+    uv_tcp_t handle;
+
+private:
+    bool inited_ = false;
+    bool accepting_ = false;
+};
+
+class Server {
+public:
+    Server(uv_loop_t* loop, Logger& log, tls::Backend& backend, Metrics& metrics,
+           config::Validators validators = {});
+    ~Server();
+
+    // Builds TLS contexts, binds every listener and installs signal handlers. On failure logs
+    // why and returns false.
+    bool start(const config::Config& cfg);
+    // Stops accepting, lets open connections finish up to drain_timeout, then stops the loop.
+    void beginDrain(const char* why);
+    bool draining() const { return draining_; }
+    // Every listener bound with its certificates loaded, and not draining.
+    bool ready() const { return ready_ && !draining_; }
+
+    // Builds the runtime of one listener: TLS contexts and the resolved upstream address.
+    std::shared_ptr<ListenerRuntime> buildRuntime(const config::Listener& l, std::string* error);
+
+    uv_loop_t* loop() const { return loop_; }
+    Logger& log() { return log_; }
+    Metrics& metrics() { return metrics_; }
+    BufferPool& buffers() { return buffers_; }
+    WriteReqPool& writeReqs() { return write_reqs_; }
+    // Scratch space used synchronously inside one callback, never held across callbacks.
+    uint8_t* readBuffer() { return read_buf_.get(); }
+    static constexpr size_t kReadBufferSize = 64 * 1024;
+    uint8_t* plainBuffer() { return plain_buf_.get(); }
+    static constexpr size_t kPlainBufferSize = 32 * 1024;
+
+    // SIGHUP: re-reads the config file, then reloads certificates. Invalid input keeps the old.
+    void reloadConfig();
+    // Rebuilds the TLS contexts of listeners whose certificate/key/CA files changed.
+    void reloadCertificates(const char* why, bool force);
+
+    void onAccept(Listener& l);
+    void forget(Connection* c);  // called by a connection when it starts closing
+
+private:
+    static void onSignal(uv_signal_t* h, int signum) noexcept;
+    static void onDrainTimer(uv_timer_t* t) noexcept;
+    void finishIfDrained();
+    void watchCertificateFiles();
+    void refreshCertificateGauges();
+    std::string materialFingerprint(const config::Listener& l) const;
+    static void onFsEvent(uv_fs_event_t* h, const char* file, int events, int status) noexcept;
+    static void onReloadTimer(uv_timer_t* t) noexcept;
+    void closeOwnHandles();
+
+    uv_loop_t* loop_;
+    Logger& log_;
+    tls::Backend& backend_;
+    Metrics& metrics_;
+    config::Config cfg_;
+    BufferPool buffers_;
+    WriteReqPool write_reqs_;
+    std::unique_ptr<uint8_t[]> read_buf_;
+    std::unique_ptr<uint8_t[]> plain_buf_;
+    std::vector<Listener*> listeners_;  // each freed in its close callback
+    std::unordered_set<Connection*> connections_;
+    uv_signal_t sig_term_, sig_int_, sig_hup_;
+    uv_timer_t drain_timer_;
+    std::unique_ptr<AdminServer> admin_;
+    config::Validators validators_;
+    std::map<std::string, std::string> fingerprints_;  // listener name -> TLS material digest
+    std::vector<uv_fs_event_t*> watchers_;              // freed in their close callbacks
+    uv_timer_t debounce_timer_;
+    uv_timer_t poll_timer_;
+    bool ready_ = false;
+    bool handles_inited_ = false;
+    bool draining_ = false;
+    bool finished_ = false;
+};
+
+// Resolves a config address (IP literal or "localhost") into a sockaddr.
+bool resolveAddress(const config::SocketAddress& a, sockaddr_storage* out);
+// "1.2.3.4" / "::1" and port of a connected socket's peer.
+bool peerAddress(const uv_tcp_t* tcp, std::string* ip, uint16_t* port);
+
+}  // namespace sidecar::core
