@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/proxy_protocol.h"
 #include "core/server.h"
 
 namespace sidecar::core {
@@ -60,6 +61,7 @@ void Connection::start() {
         arm(Deadline::Handshake, rt_->cfg.timeouts.handshake.count());
         updateReading(kDown);
     } else {
+        startCodec();
         connectUpstream();
     }
 }
@@ -89,6 +91,7 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
     Side& s = sides_[id];
     touch();
     if (id == kDown) stats_.bytes_in += n;
+    if (flushing_) return;  // closing: what the client still sends is read and dropped
     if (!s.tls) {
         deliver(id, data, n);
         updateReading(id);
@@ -165,6 +168,7 @@ void Connection::onHandshakeDone(SideId id) {
                                                    {"cipher", info.cipher},
                                                    {"sni", info.sni},
                                                    {"alpn", info.alpn}});
+        startCodec();
         connectUpstream();
     } else {
         onUpstreamReady();
@@ -202,12 +206,18 @@ void Connection::onConnect(uv_connect_t* req, int status) noexcept {
                                {"upstream", c->rt_->cfg.upstream.address.toString()},
                                {"client", c->peer_ip_},
                                {"error", uv_strerror(status)}});
+        if (c->codec_) {
+            c->codec_->localError(502);
+            c->closeAfterFlush("upstream connect failed");
+            return;
+        }
         c->close("upstream connect failed");
         return;
     }
     Side& u = c->sides_[kUp];
     u.connected = true;
     uv_tcp_nodelay(&u.tcp, 1);
+    if (int version = c->rt_->cfg.upstream.proxy_protocol; version != 0) c->sendProxyHeader(version);
     if (c->rt_->client_tls) {
         u.tls = c->rt_->client_tls->newSession();
         u.handshaking = true;
@@ -217,8 +227,20 @@ void Connection::onConnect(uv_connect_t* req, int status) noexcept {
     c->onUpstreamReady();
 }
 
+void Connection::sendProxyHeader(int version) {
+    ProxyHeaderFacts facts;
+    int len = sizeof facts.source;
+    uv_tcp_getpeername(&sides_[kDown].tcp, reinterpret_cast<sockaddr*>(&facts.source), &len);
+    len = sizeof facts.destination;
+    uv_tcp_getsockname(&sides_[kDown].tcp, reinterpret_cast<sockaddr*>(&facts.destination), &len);
+    if (sides_[kDown].tls) facts.tls = &sides_[kDown].tls->info();
+    std::string header = buildProxyHeader(version, facts);
+    writeRaw(kUp, reinterpret_cast<const uint8_t*>(header.data()), header.size());
+}
+
 void Connection::onUpstreamReady() {
-    arm(Deadline::Idle, rt_->cfg.timeouts.idle.count());
+    deadline_ = Deadline::Open;
+    rearmOpen();
     updateReading(kUp);
     updateReading(kDown);
     if (sides_[kDown].tls) pump(kDown);
@@ -256,7 +278,172 @@ void Connection::pump(SideId id) {
 }
 
 void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
-    sendTo(from == kDown ? kUp : kDown, p, n);
+    if (!codec_ || codec_->tunneling()) {
+        sendTo(from == kDown ? kUp : kDown, p, n);
+        return;
+    }
+    http::Status st = from == kDown ? codec_->feedRequest(p, n) : codec_->feedResponse(p, n);
+    if (st == http::Status::Close) {
+        closeAfterFlush("HTTP exchange ended the connection");
+        return;
+    }
+    if (from == kDown) afterRequestFeed();
+}
+
+// ---- HTTP mode ----
+
+void Connection::startCodec() {
+    if (rt_->cfg.protocol != config::Protocol::Http) return;
+    const Side& d = sides_[kDown];
+    // h2 negotiated by ALPN is tunneled raw to an h2c upstream.
+    if (d.tls && d.tls->info().alpn == "h2") return;
+    const config::Listener& cfg = rt_->cfg;
+    http::CodecOptions o;
+    o.max_header_bytes = cfg.limits.max_header_bytes;
+    o.max_headers = cfg.limits.max_headers;
+    o.forwarded = static_cast<http::ForwardedMode>(cfg.http.forwarded);
+    http::ConnectionFacts f;
+    f.client_ip = peer_ip_;
+    f.client_port = peer_port_;
+    f.proto = d.tls ? "https" : "http";
+    if (d.tls && cfg.http.client_cert_header) f.client_cert = clientCertHeader();
+    codec_ = std::make_unique<http::Codec>(o, f, static_cast<http::CodecEvents&>(*this));
+    request_started_ms_.reserve(4);
+    // The first request head must arrive within the header timeout too.
+    header_deadline_ms_ = uv_now(server_.loop()) + uint64_t(cfg.timeouts.header.count());
+}
+
+// X-Forwarded-Client-Cert in the common Hash/Subject/URI/DNS form, for a verified client.
+std::string Connection::clientCertHeader() const {
+    const tls::PeerIdentity& peer = sides_[kDown].tls->info().peer;
+    if (!peer.presented || !peer.verified) return {};
+    std::string v = "Hash=" + peer.sha256_hex;
+    std::string subject;
+    for (char ch : peer.subject) {
+        if (ch == '"' || ch == '\\') subject += '\\';
+        if (static_cast<unsigned char>(ch) < 0x20) continue;
+        subject += ch;
+    }
+    v += ";Subject=\"" + subject + "\"";
+    for (const std::string& u : peer.san_uri) v += ";URI=" + u;
+    for (const std::string& d : peer.san_dns) v += ";DNS=" + d;
+    return v;
+}
+
+void Connection::afterRequestFeed() {
+    if (!codec_ || closing_) return;
+    uint64_t now = uv_now(server_.loop());
+    if (codec_->awaitingRequestHead()) {
+        if (header_deadline_ms_ == 0) header_deadline_ms_ = now + uint64_t(rt_->cfg.timeouts.header.count());
+    } else {
+        header_deadline_ms_ = 0;
+    }
+    if (deadline_ == Deadline::Open) rearmOpen();
+}
+
+void Connection::sendUpstream(const uint8_t* p, size_t n) { sendTo(kUp, p, n); }
+
+void Connection::sendDownstream(const uint8_t* p, size_t n) { sendTo(kDown, p, n); }
+
+void Connection::onRequestHead(const http::Exchange&) {
+    uint64_t now = uv_now(server_.loop());
+    request_started_ms_.push_back(now);
+    if (response_deadline_ms_ == 0)
+        response_deadline_ms_ = now + uint64_t(rt_->cfg.timeouts.upstream_response.count());
+}
+
+void Connection::onResponseHead(const http::Exchange& ex) {
+    response_head_ms_ = uv_now(server_.loop());
+    touch();
+    // 1xx heads are followed by the real one; the deadline is met either way.
+    response_deadline_ms_ = 0;
+    rearmOpen();
+}
+
+void Connection::onExchangeComplete(const http::Exchange& ex) {
+    uint64_t now = uv_now(server_.loop());
+    uint64_t started = now;
+    if (!request_started_ms_.empty()) {
+        started = request_started_ms_.front();
+        request_started_ms_.erase(request_started_ms_.begin());
+    }
+    ++stats_.http_requests[ex.status >= 100 && ex.status < 600 ? ex.status / 100 : 0];
+    if (ex.local) ++stats_.http_local_responses;
+    stats_.request_seconds.observe(double(now - started) / 1000.0);
+    if (rt_->cfg.http.access_log) {
+        const tls::SessionInfo* info = sides_[kDown].tls ? &sides_[kDown].tls->info() : nullptr;
+        int64_t upstream_ms = ex.local || response_head_ms_ < started ? -1 : int64_t(response_head_ms_ - started);
+        server_.log().access({{"listener", rt_->cfg.name},
+                              {"client", peer_ip_},
+                              {"method", ex.method},
+                              {"path", ex.target},
+                              {"status", ex.status},
+                              {"bytes_in", ex.request_bytes},
+                              {"bytes_out", ex.response_bytes},
+                              {"duration_ms", int64_t(now - started)},
+                              {"upstream_ms", upstream_ms},
+                              {"tls_version", info ? info->version : ""},
+                              {"sni", info ? info->sni : ""},
+                              {"alpn", info ? info->alpn : ""}});
+    }
+    if (codec_ && codec_->awaitingResponse() && response_deadline_ms_ == 0)
+        response_deadline_ms_ = now + uint64_t(rt_->cfg.timeouts.upstream_response.count());
+    if (sides_[kDown].eof && codec_ && !codec_->awaitingResponse()) {
+        closeAfterFlush("client finished");
+        return;
+    }
+    rearmOpen();
+}
+
+void Connection::onUpgrade() {
+    header_deadline_ms_ = 0;
+    response_deadline_ms_ = 0;
+}
+
+void Connection::rearmOpen() {
+    if (closing_ || deadline_ != Deadline::Open) return;
+    uint64_t next = 0;
+    auto consider = [&next](uint64_t at) {
+        if (at != 0 && (next == 0 || at < next)) next = at;
+    };
+    // While a response head is awaited its own deadline governs; otherwise the idle one.
+    uint64_t idle = uint64_t(rt_->cfg.timeouts.idle.count());
+    if (idle != 0 && response_deadline_ms_ == 0) consider(last_activity_ms_ + idle);
+    consider(header_deadline_ms_);
+    consider(response_deadline_ms_);
+    if (next == 0) {
+        uv_timer_stop(&timer_);
+        return;
+    }
+    uint64_t now = uv_now(server_.loop());
+    uv_timer_start(&timer_, onTimer, next > now ? next - now : 0, 0);
+}
+
+void Connection::onOpenTimer() {
+    uint64_t now = uv_now(server_.loop());
+    const config::Listener& cfg = rt_->cfg;
+    if (codec_ && header_deadline_ms_ != 0 && now >= header_deadline_ms_) {
+        server_.log().info("request header timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
+        codec_->localError(408);
+        closeAfterFlush("request header timeout");
+        return;
+    }
+    if (codec_ && response_deadline_ms_ != 0 && now >= response_deadline_ms_) {
+        server_.log().warn("upstream response timeout", {{"listener", cfg.name},
+                                                         {"upstream", cfg.upstream.address.toString()},
+                                                         {"client", peer_ip_}});
+        codec_->localError(504);
+        closeAfterFlush("upstream response timeout");
+        return;
+    }
+    uint64_t idle = uint64_t(cfg.timeouts.idle.count());
+    if (idle != 0 && response_deadline_ms_ == 0 && now - last_activity_ms_ >= idle) {
+        ++stats_.idle_timeouts;
+        server_.log().debug("idle timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
+        close("idle timeout");
+        return;
+    }
+    rearmOpen();
 }
 
 void Connection::sendTo(SideId to, const uint8_t* p, size_t n) {
@@ -390,6 +577,17 @@ void Connection::onEof(SideId id) {
         close("client closed during the TLS handshake");
         return;
     }
+    if (flushing_) {
+        if (id == kDown) close("client closed");
+        return;
+    }
+    if (codec_ && !codec_->tunneling()) {
+        http::Status st = id == kDown ? codec_->requestEof() : codec_->responseEof();
+        // A client that half-closes after its requests still gets their responses.
+        if (st == http::Status::Close || id == kUp || !codec_->awaitingResponse())
+            closeAfterFlush(id == kDown ? "client finished" : "upstream closed");
+        return;
+    }
     SideId to = id == kDown ? kUp : kDown;
     if (!ready(sides_[to])) {
         close(id == kDown ? "client closed before the upstream was ready" : "upstream closed");
@@ -422,7 +620,9 @@ void Connection::onShutdown(uv_shutdown_t* req, int status) noexcept {
     SideId id = req == &c->sides_[kDown].shutdown_req ? kDown : kUp;
     c->sides_[id].shut_done = true;
     if (c->flushing_ && id == kDown) {
-        c->close("flushed");
+        // Everything is sent; wait for the client to close so that its unread bytes do not
+        // turn our close into a reset that could destroy the answer in flight.
+        if (c->sides_[kDown].eof) c->close("flushed");
         return;
     }
     c->maybeFinish();
@@ -441,22 +641,15 @@ void Connection::closeAfterFlush(const char* reason) {
     flushing_ = true;
     server_.log().debug("closing after flush", {{"reason", reason}});
     Side& d = sides_[kDown];
-    if (d.reading) {
-        uv_read_stop(reinterpret_cast<uv_stream_t*>(&d.tcp));
-        d.reading = false;
-    }
     if (sides_[kUp].reading) {
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&sides_[kUp].tcp));
         sides_[kUp].reading = false;
     }
-    // A client that does not read its answer gets a few seconds, not forever.
+    updateReading(kDown);
+    // A client that neither reads its answer nor closes gets a few seconds, not forever.
     arm(Deadline::Flush, 5000);
-    if (d.shut) {
-        if (d.shut_done) close(reason);
-        return;
-    }
-    shutdownSide(kDown);
-    if (d.shut_done) close(reason);
+    if (!d.shut) shutdownSide(kDown);
+    if (d.eof || (d.shut && !d.connected)) close(reason);
 }
 
 void Connection::fail(const char* what, const char* detail) {
@@ -493,15 +686,24 @@ void Connection::onClose(uv_handle_t* h) noexcept {
 
 void Connection::onDrain() {
     // TCP connections finish on their own or at the drain deadline. Connections still in
-    // their handshake or never used can go now.
-    if (sides_[kDown].handshaking) close("draining");
+    // their handshake can go now; HTTP ones finish their exchange and answer with
+    // Connection: close.
+    if (sides_[kDown].handshaking) {
+        close("draining");
+        return;
+    }
+    if (codec_ && !codec_->tunneling()) {
+        codec_->setDraining();
+        if (codec_->idleBetweenRequests() && !codec_->awaitingResponse()) closeAfterFlush("draining");
+    }
 }
 
 // ---- flow control and timers ----
 
 bool Connection::wantRead(SideId id) const {
     const Side& s = sides_[id];
-    if (closing_ || flushing_ || s.eof || !s.connected) return false;
+    if (closing_ || s.eof || !s.connected) return false;
+    if (flushing_) return id == kDown;  // lingering: drain what the client still sends
     if (s.handshaking) return true;
     const Side& o = sides_[1 - id];
     return ready(o) && !o.shut && o.pending < kHighWatermark;
@@ -529,10 +731,6 @@ void Connection::touch() { last_activity_ms_ = uv_now(server_.loop()); }
 
 void Connection::arm(Deadline d, uint64_t ms) {
     deadline_ = d;
-    if (ms == 0 && d == Deadline::Idle) {  // idle: 0 disables
-        uv_timer_stop(&timer_);
-        return;
-    }
     uv_timer_start(&timer_, onTimer, ms, 0);
 }
 
@@ -552,20 +750,16 @@ void Connection::onTimer(uv_timer_t* t) noexcept {
                                   {{"listener", cfg.name},
                                    {"upstream", cfg.upstream.address.toString()},
                                    {"client", c->peer_ip_}});
-            c->close("upstream connect timeout");
-            return;
-        case Deadline::Idle: {
-            uint64_t now = uv_now(c->server_.loop());
-            uint64_t idle = uint64_t(cfg.timeouts.idle.count());
-            if (now - c->last_activity_ms_ < idle) {
-                uv_timer_start(&c->timer_, onTimer, idle - (now - c->last_activity_ms_), 0);
+            if (c->codec_) {
+                c->codec_->localError(504);
+                c->closeAfterFlush("upstream connect timeout");
                 return;
             }
-            ++c->stats_.idle_timeouts;
-            c->server_.log().debug("idle timeout", {{"listener", cfg.name}, {"client", c->peer_ip_}});
-            c->close("idle timeout");
+            c->close("upstream connect timeout");
             return;
-        }
+        case Deadline::Open:
+            c->onOpenTimer();
+            return;
         case Deadline::Flush:
             c->close("flush timeout");
             return;

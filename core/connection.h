@@ -17,6 +17,7 @@
 #include <string>
 
 #include "core/buffer.h"
+#include "http/codec.h"
 #include "tls/backend.h"
 
 namespace sidecar::core {
@@ -25,7 +26,7 @@ class Server;
 struct ListenerRuntime;
 struct ListenerStats;
 
-class Connection {
+class Connection : private http::CodecEvents {
 public:
     static constexpr size_t kHighWatermark = 128 * 1024;
     static constexpr size_t kLowWatermark = 32 * 1024;
@@ -44,7 +45,9 @@ public:
 
 private:
     enum SideId { kDown = 0, kUp = 1 };
-    enum class Deadline { None, Handshake, Connect, Idle, Flush };
+    // Handshake and Connect guard the set-up; Open covers the idle, request-head and
+    // upstream-response deadlines of an established connection; Flush bounds a closing one.
+    enum class Deadline { None, Handshake, Connect, Open, Flush };
 
     struct Side {
         uv_tcp_t tcp;
@@ -79,6 +82,7 @@ private:
     void onHandshakeDone(SideId id);
     void connectUpstream();
     void onUpstreamReady();
+    void sendProxyHeader(int version);
     void pump(SideId id);
     void deliver(SideId from, const uint8_t* p, size_t n);
     void sendTo(SideId to, const uint8_t* p, size_t n);
@@ -97,6 +101,19 @@ private:
     void touch();
     void fail(const char* what, const char* detail);
     void answerPlainHttp();
+    void startCodec();
+    void afterRequestFeed();
+    void rearmOpen();
+    void onOpenTimer();
+    std::string clientCertHeader() const;
+
+    // http::CodecEvents
+    void sendUpstream(const uint8_t* p, size_t n) override;
+    void sendDownstream(const uint8_t* p, size_t n) override;
+    void onRequestHead(const http::Exchange& ex) override;
+    void onResponseHead(const http::Exchange& ex) override;
+    void onExchangeComplete(const http::Exchange& ex) override;
+    void onUpgrade() override;
 
     Server& server_;
     std::shared_ptr<const ListenerRuntime> rt_;
@@ -105,6 +122,13 @@ private:
     uv_timer_t timer_;
     uv_connect_t connect_req_;
     Deadline deadline_ = Deadline::None;
+    std::unique_ptr<http::Codec> codec_;
+    // Open-phase deadlines, absolute loop milliseconds (0 = not armed).
+    uint64_t header_deadline_ms_ = 0;
+    uint64_t response_deadline_ms_ = 0;
+    // Start times of the requests in flight (pipelining keeps them in order).
+    std::vector<uint64_t> request_started_ms_;
+    uint64_t response_head_ms_ = 0;
     uint64_t started_ms_ = 0;
     uint64_t last_activity_ms_ = 0;
     int closes_pending_ = 0;

@@ -20,10 +20,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/server.h"
-#if __has_include("initnet/initnet.h")
-#include "initnet/initnet.h"
-#define SIDECAR_HAVE_INITNET 1
-#endif
+#include "initnet/command.h"
 #include "tls/backend.h"
 
 #ifndef SIDECAR_VERSION
@@ -277,6 +274,10 @@ int cmdGenCert(const std::vector<std::string>& args) {
 }
 
 int cmdInitNet(std::vector<std::string> args) {
+    if (wantsHelp(args)) {
+        std::cout << initnet::helpText();
+        return 0;
+    }
     std::string path;
     if (!takeConfigFlag(args, &path)) {
         std::cerr << "init-net: -c needs a file\n";
@@ -290,15 +291,11 @@ int cmdInitNet(std::vector<std::string> args) {
             return 1;
         }
         cfg = std::move(*res.config);
-    } else if (!wantsHelp(args)) {
-        std::cerr << "init-net: -c FILE is required\n";
+    } else {
+        std::cerr << "init-net: -c FILE is required\n\n" << initnet::helpText();
         return 1;
     }
-#ifdef SIDECAR_HAVE_INITNET
     return initnet::runCommand(args, cfg, std::cout, std::cerr);
-#else
-    return 1;
-#endif
 }
 
 int cmdVersion() {

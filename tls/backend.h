@@ -59,6 +59,7 @@ struct ClientOptions {
     std::string server_name;  // SNI and the name the certificate must match
     KeyPairSource pair;       // optional client certificate
     std::string min_version = "1.2";
+    std::string max_version = "1.3";  // "1.2" | "1.3"; for servers that mishandle TLS 1.3
     std::vector<std::string> alpn;
 };
 

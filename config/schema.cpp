@@ -1,0 +1,495 @@
+#include "config/schema.h"
+
+#include <algorithm>
+#include <cctype>
+#include <limits>
+#include <set>
+
+#include "config/values.h"
+
+namespace sidecar::config::detail {
+namespace {
+
+constexpr uint64_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
+
+// Names appear in metrics labels, logs and iptables rule comments.
+bool isListenerName(const std::string& name) {
+    if (name.empty() || name.size() > 63) return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+    });
+}
+
+std::string lowercase(std::string text) {
+    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+}
+
+void readMinVersion(Reader& reader, const MapReader& map, std::string& out) {
+    if (auto field = map.get("min_version")) {
+        if (auto value = reader.choice<std::string>(*field, {{"1.2", "1.2"}, {"1.3", "1.3"}})) {
+            out = *value;
+        }
+    }
+}
+
+void readAlpn(Reader& reader, const MapReader& map, std::vector<std::string>& out) {
+    auto field = map.get("alpn");
+    if (!field) return;
+    auto values = reader.textList(*field);
+    if (!values) return;
+    auto items = reader.list(*field);
+    bool ok = true;
+    for (size_t i = 0; i < values->size(); ++i) {
+        if ((*values)[i].size() > 255) {
+            reader.error((*items)[i].valueMark(), (*items)[i].path,
+                         "an ALPN protocol name is at most 255 bytes long");
+            ok = false;
+        }
+    }
+    if (ok) out = std::move(*values);
+}
+
+// certificate + private_key, both required, in a listener's tls section or an SNI entry.
+void readPair(Reader& reader, const MapReader& map, CertKeyPair& pair, Positions& positions) {
+    auto certificateField = map.require("certificate");
+    auto keyField = map.require("private_key");
+    pair.mark = certificateField ? certificateField->keyMark : map.mark();
+    std::optional<std::string> certificate;
+    std::optional<std::string> key;
+    if (certificateField) certificate = reader.text(*certificateField);
+    if (keyField) key = reader.text(*keyField);
+    if (certificate) pair.certificate = *certificate;
+    if (key) pair.private_key = *key;
+    if (certificate && key) {
+        positions.certificates.push_back(
+            {true, certificateField->path, *certificate, *key, certificateField->keyMark});
+    }
+}
+
+// A CA bundle path; queued for the CA validator.
+std::optional<std::string> readCa(Reader& reader, const Field& field, Positions& positions) {
+    auto value = reader.text(field);
+    if (value) positions.certificates.push_back({false, field.path, *value, "", field.keyMark});
+    return value;
+}
+
+void readSni(Reader& reader, const Field& field, ServerTls& tls, Positions& positions) {
+    auto items = reader.list(field);
+    if (!items) return;
+    // Server names are case-insensitive; each may select only one certificate.
+    std::set<std::string> seen;
+    for (const auto& item : *items) {
+        MapReader map(reader, item, {"server_names", "certificate", "private_key"});
+        if (!map.isMap()) continue;
+        SniEntry entry;
+        if (auto namesField = map.require("server_names")) {
+            if (auto names = reader.textList(*namesField)) {
+                if (names->empty()) {
+                    reader.error(namesField->valueMark(), namesField->path,
+                                 "list at least one server name");
+                }
+                auto listed = reader.list(*namesField);
+                for (size_t i = 0; i < names->size(); ++i) {
+                    const std::string& name = (*names)[i];
+                    const Field& at = (*listed)[i];
+                    if (!isDnsName(name, true)) {
+                        reader.error(at.valueMark(), at.path,
+                                     quote(name) +
+                                         " is not a DNS name or a wildcard such as "
+                                         "\"*.example.com\"");
+                    } else if (!seen.insert(lowercase(name)).second) {
+                        reader.error(at.valueMark(), at.path,
+                                     quote(name) + " is already listed in another sni entry");
+                    }
+                }
+                entry.server_names = std::move(*names);
+            }
+        }
+        readPair(reader, map, entry.pair, positions);
+        tls.sni.push_back(std::move(entry));
+    }
+}
+
+void readAllow(Reader& reader, const Field& field, AllowList& allow) {
+    MapReader map(reader, field, {"san_uri", "san_dns", "cn"});
+    if (auto list = map.get("san_uri")) {
+        if (auto values = reader.textList(*list)) allow.san_uri = std::move(*values);
+    }
+    if (auto list = map.get("san_dns")) {
+        if (auto values = reader.textList(*list)) allow.san_dns = std::move(*values);
+    }
+    if (auto list = map.get("cn")) {
+        if (auto values = reader.textList(*list)) allow.cn = std::move(*values);
+    }
+}
+
+std::optional<ServerTls> readServerTls(Reader& reader, const Field& field, Positions& positions) {
+    MapReader map(reader, field,
+                  {"certificate", "private_key", "min_version", "alpn", "sni", "client_auth",
+                   "client_ca", "allow", "session_tickets"});
+    if (!map.isMap()) return std::nullopt;
+    ServerTls tls;
+    readPair(reader, map, tls.pair, positions);
+    readMinVersion(reader, map, tls.min_version);
+    readAlpn(reader, map, tls.alpn);
+    if (auto sni = map.get("sni")) readSni(reader, *sni, tls, positions);
+
+    auto clientAuthField = map.get("client_auth");
+    std::optional<ClientAuth> clientAuth;
+    if (clientAuthField) {
+        clientAuth =
+            reader.choice<ClientAuth>(*clientAuthField, {{"none", ClientAuth::None},
+                                                         {"optional", ClientAuth::Optional},
+                                                         {"required", ClientAuth::Required}});
+        if (clientAuth) tls.client_auth = *clientAuth;
+    }
+    auto clientCaField = map.get("client_ca");
+    if (clientCaField) {
+        if (auto ca = readCa(reader, *clientCaField, positions)) tls.client_ca = *ca;
+    }
+    if (clientAuth && *clientAuth != ClientAuth::None && !clientCaField) {
+        reader.error(clientAuthField->valueMark(), clientAuthField->path,
+                     "client_auth " + clientAuthField->value.Scalar() +
+                         " needs client_ca, the CA bundle that client certificates are verified "
+                         "against");
+    }
+    if (auto allowField = map.get("allow")) {
+        readAllow(reader, *allowField, tls.allow);
+        // An unreadable client_auth has been reported already.
+        if (!tls.allow.empty() && tls.client_auth == ClientAuth::None &&
+            (clientAuth || !clientAuthField)) {
+            reader.error(allowField->keyMark, allowField->path,
+                         "an allow list needs client_auth optional or required: without client "
+                         "certificates there is nothing to match");
+        }
+    }
+    if (auto ticketsField = map.get("session_tickets")) {
+        MapReader tickets(reader, *ticketsField, {"enabled", "rotate"});
+        if (auto enabled = tickets.get("enabled")) {
+            if (auto value = reader.boolean(*enabled)) tls.session_tickets.enabled = *value;
+        }
+        if (auto rotate = tickets.get("rotate")) {
+            if (auto value = reader.duration(*rotate, false)) tls.session_tickets.rotate = *value;
+        }
+    }
+    return tls;
+}
+
+std::optional<UpstreamTls> readUpstreamTls(Reader& reader, const Field& field,
+                                           Positions& positions) {
+    MapReader map(reader, field,
+                  {"ca", "server_name", "certificate", "private_key", "min_version", "alpn"});
+    if (!map.isMap()) return std::nullopt;
+    UpstreamTls tls;
+    if (auto ca = map.get("ca")) {
+        if (auto value = readCa(reader, *ca, positions)) tls.ca = *value;
+    }
+    if (auto serverName = map.get("server_name")) {
+        if (auto value = reader.text(*serverName)) {
+            if (isDnsName(*value, false) || parseIp(*value)) {
+                tls.server_name = *value;
+            } else {
+                reader.error(serverName->valueMark(), serverName->path,
+                             quote(*value) + " is not a DNS name or an IP address");
+            }
+        }
+    }
+    auto certificateField = map.get("certificate");
+    auto keyField = map.get("private_key");
+    std::optional<std::string> certificate;
+    std::optional<std::string> key;
+    if (certificateField) certificate = reader.text(*certificateField);
+    if (keyField) key = reader.text(*keyField);
+    if (certificateField && !keyField) {
+        reader.error(certificateField->keyMark, certificateField->path,
+                     "a client certificate needs its private_key too");
+    } else if (keyField && !certificateField) {
+        reader.error(keyField->keyMark, keyField->path,
+                     "a private_key needs its client certificate too");
+    }
+    if (certificate) tls.certificate = *certificate;
+    if (key) tls.private_key = *key;
+    if (certificate && key) {
+        positions.certificates.push_back(
+            {true, certificateField->path, *certificate, *key, certificateField->keyMark});
+    }
+    readMinVersion(reader, map, tls.min_version);
+    readAlpn(reader, map, tls.alpn);
+    return tls;
+}
+
+void readUpstream(Reader& reader, const Field& field, Protocol protocol, Upstream& upstream,
+                  Mark& addressMark, Positions& positions) {
+    MapReader map(reader, field, {"address", "connect_timeout", "http2", "proxy_protocol", "tls"});
+    if (auto address = map.require("address")) {
+        if (auto value = reader.address(*address)) {
+            upstream.address = *value;
+            addressMark = address->valueMark();
+        }
+    }
+    if (auto timeout = map.get("connect_timeout")) {
+        if (auto value = reader.duration(*timeout, false)) upstream.connect_timeout = *value;
+    }
+    if (auto http2 = map.get("http2")) {
+        if (auto value = reader.boolean(*http2)) upstream.http2 = *value;
+    }
+    if (auto proxyProtocol = map.get("proxy_protocol")) {
+        if (auto value = reader.integer(*proxyProtocol, 0, 2)) {
+            if (*value != 0 && protocol != Protocol::Tcp) {
+                reader.error(proxyProtocol->valueMark(), proxyProtocol->path,
+                             "the PROXY protocol header is only sent with protocol tcp; an http "
+                             "listener passes the client address in forwarding headers");
+            } else {
+                upstream.proxy_protocol = static_cast<int>(*value);
+            }
+        }
+    }
+    if (auto tls = map.get("tls")) upstream.tls = readUpstreamTls(reader, *tls, positions);
+}
+
+void readTimeouts(Reader& reader, const Field& field, Timeouts& timeouts) {
+    MapReader map(reader, field, {"handshake", "idle", "header", "upstream_response"});
+    const std::pair<const char*, Duration*> entries[] = {
+        {"handshake", &timeouts.handshake},
+        {"idle", &timeouts.idle},
+        {"header", &timeouts.header},
+        {"upstream_response", &timeouts.upstream_response},
+    };
+    for (const auto& [key, target] : entries) {
+        if (auto entry = map.get(key)) {
+            if (auto value = reader.duration(*entry, false)) *target = *value;
+        }
+    }
+}
+
+void readLimits(Reader& reader, const Field& field, Limits& limits) {
+    MapReader map(reader, field, {"max_connections", "max_header_bytes", "max_headers"});
+    const std::pair<const char*, uint32_t*> entries[] = {
+        {"max_connections", &limits.max_connections},
+        {"max_header_bytes", &limits.max_header_bytes},
+        {"max_headers", &limits.max_headers},
+    };
+    for (const auto& [key, target] : entries) {
+        if (auto entry = map.get(key)) {
+            if (auto value = reader.integer(*entry, 1, kMaxUint32)) {
+                *target = static_cast<uint32_t>(*value);
+            }
+        }
+    }
+}
+
+void readHttp(Reader& reader, const Field& field, HttpOptions& http) {
+    MapReader map(reader, field, {"forwarded", "access_log", "client_cert_header"});
+    if (auto forwarded = map.get("forwarded")) {
+        if (auto value = reader.choice<ForwardedMode>(*forwarded,
+                                                      {{"x-forwarded", ForwardedMode::XForwarded},
+                                                       {"forwarded", ForwardedMode::Forwarded},
+                                                       {"none", ForwardedMode::None}})) {
+            http.forwarded = *value;
+        }
+    }
+    if (auto accessLog = map.get("access_log")) {
+        if (auto value = reader.boolean(*accessLog)) http.access_log = *value;
+    }
+    if (auto header = map.get("client_cert_header")) {
+        if (auto value = reader.boolean(*header)) http.client_cert_header = *value;
+    }
+}
+
+void readListener(Reader& reader, const Field& field, Config& config, Positions& positions) {
+    MapReader map(reader, field,
+                  {"name", "listen", "protocol", "tls", "upstream", "timeouts", "limits", "http"});
+    if (!map.isMap()) return;
+    Listener listener;
+    Positions::ListenerPositions at;
+    listener.mark = map.mark();
+    if (auto name = map.require("name")) {
+        if (auto value = reader.text(*name)) {
+            if (isListenerName(*value)) {
+                listener.name = *value;
+                at.name = name->valueMark();
+            } else {
+                reader.error(name->valueMark(), name->path,
+                             quote(*value) +
+                                 " is not a valid name: use up to 63 letters, "
+                                 "digits, '.', '_' or '-'");
+            }
+        }
+    }
+    if (auto listen = map.require("listen")) {
+        if (auto value = reader.address(*listen)) {
+            listener.listen = *value;
+            at.listen = listen->valueMark();
+        }
+    }
+    if (auto protocol = map.get("protocol")) {
+        if (auto value = reader.choice<Protocol>(
+                *protocol, {{"http", Protocol::Http}, {"tcp", Protocol::Tcp}})) {
+            listener.protocol = *value;
+        }
+    }
+    if (auto tls = map.get("tls")) listener.tls = readServerTls(reader, *tls, positions);
+    if (auto upstream = map.require("upstream")) {
+        readUpstream(reader, *upstream, listener.protocol, listener.upstream, at.upstream,
+                     positions);
+    }
+    if (auto timeouts = map.get("timeouts")) readTimeouts(reader, *timeouts, listener.timeouts);
+    if (auto limits = map.get("limits")) readLimits(reader, *limits, listener.limits);
+    if (auto http = map.get("http")) readHttp(reader, *http, listener.http);
+    config.listeners.push_back(std::move(listener));
+    positions.listeners.push_back(at);
+}
+
+void readAdmin(Reader& reader, const Field& field, Admin& admin, Positions& positions) {
+    MapReader map(reader, field, {"listen", "enabled"});
+    if (auto listen = map.get("listen")) {
+        auto value = reader.address(*listen);
+        if (value) {
+            admin.listen = *value;
+            positions.adminListen = listen->valueMark();
+        } else {
+            positions.adminListenValid = false;
+        }
+    }
+    if (auto enabled = map.get("enabled")) {
+        if (auto value = reader.boolean(*enabled)) admin.enabled = *value;
+    }
+}
+
+void readRedirect(Reader& reader, const Field& field, Redirect& redirect, Positions& positions) {
+    MapReader map(reader, field,
+                  {"inbound", "exclude_ports", "exclude_cidrs", "interfaces", "ipv6"});
+    if (auto inbound = map.get("inbound")) {
+        if (auto items = reader.list(*inbound)) {
+            for (const auto& item : *items) {
+                MapReader entry(reader, item, {"port", "listener"});
+                if (!entry.isMap()) continue;
+                InboundRedirect rule;
+                Positions::InboundPositions at;
+                rule.mark = entry.mark();
+                if (auto port = entry.require("port")) {
+                    if (auto value = reader.port(*port)) {
+                        rule.port = *value;
+                        at.port = port->valueMark();
+                    }
+                }
+                if (auto listener = entry.require("listener")) {
+                    if (auto value = reader.text(*listener)) {
+                        rule.listener = *value;
+                        at.listener = listener->valueMark();
+                    }
+                }
+                redirect.inbound.push_back(std::move(rule));
+                positions.inbound.push_back(at);
+            }
+        }
+    }
+    if (auto ports = map.get("exclude_ports")) {
+        if (auto items = reader.list(*ports)) {
+            for (const auto& item : *items) {
+                if (auto value = reader.port(item)) {
+                    redirect.exclude_ports.push_back(*value);
+                    positions.excludePorts.push_back(item.valueMark());
+                }
+            }
+        }
+    }
+    if (auto cidrs = map.get("exclude_cidrs")) {
+        if (auto items = reader.list(*cidrs)) {
+            std::set<std::string> seen;
+            for (const auto& item : *items) {
+                auto value = reader.text(item);
+                if (!value) continue;
+                std::string reason;
+                if (!checkCidr(*value, reason)) {
+                    reader.error(item.valueMark(), item.path,
+                                 "invalid CIDR " + quote(*value) + ": " + reason);
+                } else if (!seen.insert(*value).second) {
+                    reader.error(item.valueMark(), item.path, quote(*value) + " is listed twice");
+                } else {
+                    redirect.exclude_cidrs.push_back(*value);
+                }
+            }
+        }
+    }
+    if (auto interfaces = map.get("interfaces")) {
+        if (auto names = reader.textList(*interfaces)) {
+            auto items = reader.list(*interfaces);
+            for (size_t i = 0; i < names->size(); ++i) {
+                if (!isInterfaceName((*names)[i])) {
+                    reader.error((*items)[i].valueMark(), (*items)[i].path,
+                                 quote((*names)[i]) +
+                                     " is not an interface name (up to 15 letters, digits, "
+                                     "'.', '_' or '-', optionally ending in '+')");
+                } else {
+                    redirect.interfaces.push_back((*names)[i]);
+                }
+            }
+        }
+    }
+    if (auto ipv6 = map.get("ipv6")) {
+        if (auto value = reader.boolean(*ipv6)) redirect.ipv6 = *value;
+    }
+}
+
+void readLog(Reader& reader, const Field& field, Log& log) {
+    MapReader map(reader, field, {"level", "format"});
+    if (auto level = map.get("level")) {
+        if (auto value = reader.choice<LogLevel>(*level, {{"debug", LogLevel::Debug},
+                                                          {"info", LogLevel::Info},
+                                                          {"warn", LogLevel::Warn},
+                                                          {"error", LogLevel::Error}})) {
+            log.level = *value;
+        }
+    }
+    if (auto format = map.get("format")) {
+        if (auto value = reader.choice<LogFormat>(
+                *format, {{"text", LogFormat::Text}, {"json", LogFormat::Json}})) {
+            log.format = *value;
+        }
+    }
+}
+
+}  // namespace
+
+void readConfig(Reader& reader, const YAML::Node& root, Config& config, Positions& positions) {
+    if (root.IsNull()) {
+        reader.error(Mark{}, "",
+                     "the file has no settings; it needs at least a \"listeners\" list");
+        return;
+    }
+    Mark rootMark = toMark(root.Mark());
+    if (rootMark.line == 0) rootMark = {1, 1};
+    if (!root.IsMap()) {
+        reader.error(rootMark, "",
+                     "the top level must be a map of settings (listeners, admin, redirect, log, "
+                     "...), not " +
+                         std::string(root.IsSequence() ? "a list" : "a single value"));
+        return;
+    }
+    MapReader top(reader, Field{root, "", rootMark},
+                  {"listeners", "admin", "redirect", "log", "drain_timeout", "cert_poll_interval"});
+    if (auto listeners = top.require("listeners")) {
+        if (auto items = reader.list(*listeners)) {
+            if (items->empty()) {
+                reader.error(listeners->valueMark(), listeners->path,
+                             "at least one listener is required");
+            }
+            for (const auto& item : *items) readListener(reader, item, config, positions);
+        }
+    }
+    if (auto admin = top.get("admin")) readAdmin(reader, *admin, config.admin, positions);
+    if (auto redirect = top.get("redirect")) {
+        readRedirect(reader, *redirect, config.redirect, positions);
+    }
+    if (auto log = top.get("log")) readLog(reader, *log, config.log);
+    if (auto drain = top.get("drain_timeout")) {
+        if (auto value = reader.duration(*drain, true)) config.drain_timeout = *value;
+    }
+    if (auto poll = top.get("cert_poll_interval")) {
+        if (auto value = reader.duration(*poll, true)) config.cert_poll_interval = *value;
+    }
+}
+
+}  // namespace sidecar::config::detail

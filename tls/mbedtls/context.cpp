@@ -1,0 +1,322 @@
+#include "tls/mbedtls/context.h"
+
+#include "tls/mbedtls/psa_rng.h"
+#include "tls/mbedtls/session.h"
+
+namespace sidecar::tls::mbed {
+namespace {
+
+constexpr const char* kSystemCaBundle = "/etc/ssl/certs/ca-certificates.crt";
+
+// AEAD with forward secrecy only. TLS 1.3: its three standard suites. TLS 1.2: ECDHE with
+// AES-GCM or ChaCha20-Poly1305, for ECDSA and RSA certificates.
+const int kCiphersuites[] = {
+    MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
+    MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
+    MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    0,
+};
+
+// Key exchange groups, and (TLS 1.2) the curves accepted in ECDSA certificates.
+const uint16_t kGroups[] = {
+    MBEDTLS_SSL_IANA_TLS_GROUP_X25519,    MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+    MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_SECP521R1,
+    MBEDTLS_SSL_IANA_TLS_GROUP_NONE,
+};
+
+bool parseVersion(const std::string& text, const char* what, mbedtls_ssl_protocol_version* out,
+                  std::string* error) {
+    if (text == "1.2") {
+        *out = MBEDTLS_SSL_VERSION_TLS1_2;
+        return true;
+    }
+    if (text == "1.3") {
+        *out = MBEDTLS_SSL_VERSION_TLS1_3;
+        return true;
+    }
+    *error = std::string(what) + " \"" + text + "\" is not supported (use \"1.2\" or \"1.3\")";
+    return false;
+}
+
+// "www.example.com." and "WWW.Example.com" name the same host.
+std::string normalizeName(std::string_view name) {
+    if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+    return lowerAscii(name);
+}
+
+bool validSniPattern(const std::string& name) {
+    if (name.empty()) return false;
+    size_t star = name.find('*');
+    if (star == std::string::npos) return true;
+    return star == 0 && name.size() > 2 && name[1] == '.' && name.find('*', 1) == std::string::npos;
+}
+
+}  // namespace
+
+BackendState::BackendState() : status(psa_crypto_init()) {}
+
+MbedContext::MbedContext(std::shared_ptr<BackendState> backend, bool server)
+    : backend_(std::move(backend)), server_(server) {
+    mbedtls_ssl_config_init(&conf_);
+    mbedtls_ssl_session_init(&cached_);
+}
+
+MbedContext::~MbedContext() {
+    mbedtls_ssl_session_free(&cached_);
+    mbedtls_ssl_config_free(&conf_);
+}
+
+bool MbedContext::setupCommon(int endpoint, const std::string& min_version,
+                              const std::string& max_version, const std::vector<std::string>& alpn,
+                              std::string* error) {
+    if (!backend_->ok()) {
+        *error = "PSA crypto initialisation failed";
+        return false;
+    }
+    mbedtls_ssl_protocol_version min = MBEDTLS_SSL_VERSION_TLS1_2;
+    mbedtls_ssl_protocol_version max = MBEDTLS_SSL_VERSION_TLS1_3;
+    if (!min_version.empty() && !parseVersion(min_version, "min_version", &min, error))
+        return false;
+    if (!max_version.empty() && !parseVersion(max_version, "max_version", &max, error))
+        return false;
+    if (min > max) {
+        *error = "min_version " + min_version + " is above max_version " + max_version;
+        return false;
+    }
+    int ret = mbedtls_ssl_config_defaults(&conf_, endpoint, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                          MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        *error = "cannot set up TLS configuration: " + mbedtlsErrorText(ret);
+        return false;
+    }
+    mbedtls_ssl_conf_min_tls_version(&conf_, min);
+    mbedtls_ssl_conf_max_tls_version(&conf_, max);
+    mbedtls_ssl_conf_ciphersuites(&conf_, kCiphersuites);
+    mbedtls_ssl_conf_groups(&conf_, kGroups);
+    mbedtls_ssl_conf_rng(&conf_, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
+    // Compiled in, never wanted: a peer's renegotiation request is refused.
+    mbedtls_ssl_conf_renegotiation(&conf_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    mbedtls_ssl_conf_legacy_renegotiation(&conf_, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
+    // TLS 1.3 resumption keeps forward secrecy: PSK with (EC)DHE, never PSK alone.
+    mbedtls_ssl_conf_tls13_key_exchange_modes(&conf_,
+                                              MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL_ALL);
+
+    if (!alpn.empty()) {
+        for (const std::string& p : alpn) {
+            if (p.empty() || p.size() > 255) {
+                *error = "ALPN protocol \"" + p + "\" must be 1 to 255 bytes long";
+                return false;
+            }
+        }
+        alpn_ = alpn;
+        for (const std::string& p : alpn_) alpn_ptrs_.push_back(p.c_str());
+        alpn_ptrs_.push_back(nullptr);
+        ret = mbedtls_ssl_conf_alpn_protocols(&conf_, alpn_ptrs_.data());
+        if (ret != 0) {
+            *error = "cannot set ALPN protocols: " + mbedtlsErrorText(ret);
+            return false;
+        }
+    }
+    return true;
+}
+
+std::shared_ptr<MbedContext> MbedContext::makeServer(std::shared_ptr<BackendState> backend,
+                                                     const ServerOptions& options,
+                                                     std::string* error) {
+    std::shared_ptr<MbedContext> ctx(new MbedContext(std::move(backend), true));
+    if (!ctx->setupCommon(MBEDTLS_SSL_IS_SERVER,
+                          options.min_version.empty() ? "1.2" : options.min_version, "1.3",
+                          options.alpn, error))
+        return nullptr;
+    mbedtls_ssl_config* conf = &ctx->conf_;
+
+    auto pair = std::make_unique<KeyPair>();
+    if (!loadKeyPair(options.pair, pair.get(), error)) return nullptr;
+    int ret = mbedtls_ssl_conf_own_cert(conf, pair->chain.get(), pair->key.get());
+    if (ret != 0) {
+        *error = "cannot use certificate " + pair->source + ": " + mbedtlsErrorText(ret);
+        return nullptr;
+    }
+    ctx->pairs_.push_back(std::move(pair));
+
+    for (const SniCertificate& entry : options.sni) {
+        auto sniPair = std::make_unique<KeyPair>();
+        if (!loadKeyPair(entry.pair, sniPair.get(), error)) return nullptr;
+        SniEntry e{{}, sniPair.get()};
+        // Without explicit names, an entry serves the names its certificate is for.
+        std::vector<std::string> names = entry.server_names.empty()
+                                             ? certificateDnsNames(*sniPair->chain.get())
+                                             : entry.server_names;
+        for (const std::string& n : names) {
+            std::string norm = normalizeName(n);
+            if (!validSniPattern(norm)) {
+                *error = "server name \"" + n +
+                         "\" is not supported: use an exact name or a wildcard first label "
+                         "(\"*.example.com\")";
+                return nullptr;
+            }
+            e.names.push_back(std::move(norm));
+        }
+        if (e.names.empty()) {
+            *error = "certificate " + sniPair->source + " names no host to select it by";
+            return nullptr;
+        }
+        ctx->sni_.push_back(std::move(e));
+        ctx->pairs_.push_back(std::move(sniPair));
+    }
+    // Installed even without SNI entries: it records the name the client asked for.
+    mbedtls_ssl_conf_sni(conf, sniCallback, ctx.get());
+
+    ctx->client_auth_ = options.client_auth;
+    if (options.client_auth != ClientAuth::None) {
+        if (options.client_ca_path.empty()) {
+            *error = "client_auth needs a client_ca bundle";
+            return nullptr;
+        }
+        if (!loadCaBundle(options.client_ca_path, &ctx->ca_, error)) return nullptr;
+        mbedtls_ssl_conf_ca_chain(conf, ctx->ca_.get(), nullptr);
+        // mbedTLS verifies and reports; the session enforces the policy after the client's
+        // Certificate message (so that "required" and "optional" share one path and the
+        // alert fits the failure), see MbedSession::checkClientCertificate.
+        mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
+        ctx->allow_ = options.allow;
+    } else {
+        mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_NONE);
+    }
+
+    if (options.session_tickets && options.ticket_lifetime_seconds > 0) {
+        ctx->tickets_ = TicketKeys::create(options.ticket_lifetime_seconds, error);
+        if (!ctx->tickets_) return nullptr;
+        ctx->tickets_->install(conf);
+        mbedtls_ssl_conf_new_session_tickets(conf, 1);
+    } else {
+        mbedtls_ssl_conf_new_session_tickets(conf, 0);
+    }
+    return ctx;
+}
+
+std::shared_ptr<MbedContext> MbedContext::makeClient(std::shared_ptr<BackendState> backend,
+                                                     const ClientOptions& options,
+                                                     std::string* error) {
+    std::shared_ptr<MbedContext> ctx(new MbedContext(std::move(backend), false));
+    if (options.server_name.empty()) {
+        *error = "server_name is required to verify the server certificate";
+        return nullptr;
+    }
+    if (!ctx->setupCommon(
+            MBEDTLS_SSL_IS_CLIENT, options.min_version.empty() ? "1.2" : options.min_version,
+            options.max_version.empty() ? "1.3" : options.max_version, options.alpn, error))
+        return nullptr;
+    mbedtls_ssl_config* conf = &ctx->conf_;
+    ctx->server_name_ = options.server_name;
+
+    const std::string& caPath = options.ca_path.empty() ? kSystemCaBundle : options.ca_path;
+    if (!loadCaBundle(caPath, &ctx->ca_, error)) return nullptr;
+    mbedtls_ssl_conf_ca_chain(conf, ctx->ca_.get(), nullptr);
+    mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+
+    const KeyPairSource& p = options.pair;
+    if (!p.certificate_path.empty() || !p.certificate_pem.empty() || !p.private_key_path.empty() ||
+        !p.private_key_pem.empty()) {
+        auto pair = std::make_unique<KeyPair>();
+        if (!loadKeyPair(p, pair.get(), error)) return nullptr;
+        int ret = mbedtls_ssl_conf_own_cert(conf, pair->chain.get(), pair->key.get());
+        if (ret != 0) {
+            *error = "cannot use certificate " + pair->source + ": " + mbedtlsErrorText(ret);
+            return nullptr;
+        }
+        ctx->pairs_.push_back(std::move(pair));
+    }
+
+    mbedtls_ssl_conf_session_tickets(conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+    mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+        conf, MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+    return ctx;
+}
+
+std::unique_ptr<Session> MbedContext::newSession() {
+    return std::make_unique<MbedSession>(shared_from_this());
+}
+
+std::vector<CertificateInfo> MbedContext::certificates() const {
+    std::vector<CertificateInfo> out;
+    for (const auto& pair : pairs_)
+        out.push_back(certificateInfo(*pair->chain.get(), pair->source));
+    return out;
+}
+
+int MbedContext::sniCallback(void* p, mbedtls_ssl_context* ssl, const unsigned char* name,
+                             size_t len) noexcept {
+    std::string_view requested(reinterpret_cast<const char*>(name), len);
+    if (auto* session = static_cast<MbedSession*>(mbedtls_ssl_get_user_data_p(ssl)))
+        session->noteServerName(requested);
+    return static_cast<const MbedContext*>(p)->selectCertificate(ssl, requested);
+}
+
+// Exact names first, then one-label wildcards; no match leaves the default pair in place.
+int MbedContext::selectCertificate(mbedtls_ssl_context* ssl,
+                                   std::string_view requested) const noexcept {
+    if (sni_.empty() || requested.empty() || requested.size() > 255) return 0;
+    char buf[256];
+    size_t n = requested.size();
+    if (requested[n - 1] == '.') --n;
+    for (size_t i = 0; i < n; ++i) {
+        char c = requested[i];
+        buf[i] = c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c;
+    }
+    std::string_view name(buf, n);
+    size_t dot = name.find('.');
+    std::string_view parent =
+        dot == std::string_view::npos || dot == 0 ? std::string_view() : name.substr(dot);
+    for (int pass = 0; pass < 2; ++pass) {
+        bool found = false;
+        for (const SniEntry& e : sni_) {
+            for (const std::string& pattern : e.names) {
+                bool match = pass == 0 ? pattern == name
+                                       : !parent.empty() && pattern[0] == '*' &&
+                                             std::string_view(pattern).substr(1) == parent;
+                if (!match) continue;
+                // Several entries may serve one name (e.g. an ECDSA and an RSA certificate);
+                // mbedTLS picks the one the client can verify.
+                int ret = mbedtls_ssl_set_hs_own_cert(ssl, e.pair->chain.get(), e.pair->key.get());
+                if (ret != 0) return ret;
+                found = true;
+                break;
+            }
+        }
+        if (found) return 0;
+    }
+    return 0;
+}
+
+bool MbedContext::restoreSession(mbedtls_ssl_context* ssl) {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    return has_cached_ && mbedtls_ssl_set_session(ssl, &cached_) == 0;
+}
+
+void MbedContext::storeSession(const mbedtls_ssl_context* ssl) noexcept {
+    mbedtls_ssl_session fresh;
+    mbedtls_ssl_session_init(&fresh);
+    if (mbedtls_ssl_get_session(ssl, &fresh) != 0) {
+        mbedtls_ssl_session_free(&fresh);
+        return;
+    }
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    mbedtls_ssl_session_free(&cached_);
+    cached_ = fresh;  // takes over what `fresh` owns
+    has_cached_ = true;
+}
+
+void MbedContext::forgetSession() noexcept {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    mbedtls_ssl_session_free(&cached_);
+    has_cached_ = false;
+}
+
+}  // namespace sidecar::tls::mbed

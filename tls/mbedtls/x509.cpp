@@ -1,0 +1,309 @@
+#include "tls/mbedtls/x509.h"
+
+#include <mbedtls/error.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/platform_util.h>
+#include <mbedtls/sha256.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "tls/mbedtls/psa_rng.h"
+
+namespace sidecar::tls::mbed {
+namespace {
+
+constexpr long kMaxFileBytes = 10L << 20;  // certificates and keys are small; refuse /dev/zero
+
+const char kHex[] = "0123456789abcdef";
+
+std::string hex(const unsigned char* p, size_t n) {
+    std::string s;
+    s.reserve(n * 2);
+    for (size_t i = 0; i < n; ++i) {
+        s.push_back(kHex[p[i] >> 4]);
+        s.push_back(kHex[p[i] & 15]);
+    }
+    return s;
+}
+
+bool isPem(const std::string& data) { return data.find("-----BEGIN ") != std::string::npos; }
+
+// PEM input must be handed to mbedTLS with its terminating NUL counted.
+size_t parseLength(const std::string& data) { return isPem(data) ? data.size() + 1 : data.size(); }
+
+// Certificate data and a name for messages, from PEM in memory or a file.
+bool sourceData(const std::string& pem, const std::string& path, const char* what,
+                std::string* data, std::string* name, std::string* error) {
+    if (!pem.empty()) {
+        *data = pem;
+        *name = "<memory>";
+        return true;
+    }
+    if (path.empty()) {
+        *error = std::string("no ") + what + " given";
+        return false;
+    }
+    *name = path;
+    return readFile(path, data, error);
+}
+
+// RFC 4514 section 2.4 escaping of an attribute value.
+std::string escapeValue(const unsigned char* p, size_t n) {
+    std::string out;
+    out.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        unsigned char c = p[i];
+        bool special = c == ',' || c == '+' || c == '"' || c == '\\' || c == '<' || c == '>' ||
+                       c == ';' || (i == 0 && (c == '#' || c == ' ')) || (i + 1 == n && c == ' ');
+        if (c < 0x20 || c == 0x7f) {
+            out.push_back('\\');
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 15]);
+        } else {
+            if (special) out.push_back('\\');
+            out.push_back(char(c));
+        }
+    }
+    return out;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian calendar date.
+int64_t daysFromCivil(int64_t y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = unsigned(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + int64_t(doe) - 719468;
+}
+
+template <typename F>
+void forEachSan(const mbedtls_x509_crt& crt, F&& f) {
+    for (const mbedtls_x509_sequence* cur = &crt.subject_alt_names; cur != nullptr;
+         cur = cur->next) {
+        if (cur->buf.p == nullptr) continue;
+        mbedtls_x509_subject_alternative_name san;
+        std::memset(&san, 0, sizeof san);
+        // Types mbedTLS does not parse (e.g. otherName variants) come back as errors: skip them.
+        if (mbedtls_x509_parse_subject_alt_name(&cur->buf, &san) != 0) continue;
+        f(san);
+        mbedtls_x509_free_subject_alt_name(&san);
+    }
+}
+
+std::string commonName(const mbedtls_x509_name& name) {
+    std::string cn;
+    for (const mbedtls_x509_name* n = &name; n != nullptr; n = n->next) {
+        if (n->oid.p != nullptr && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) == 0)
+            cn.assign(reinterpret_cast<const char*>(n->val.p), n->val.len);  // last one wins
+    }
+    return cn;
+}
+
+}  // namespace
+
+bool readFile(const std::string& path, std::string* out, std::string* error) {
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) {
+        *error = "cannot read " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    out->clear();
+    char buf[8192];
+    for (;;) {
+        size_t n = std::fread(buf, 1, sizeof buf, f);
+        out->append(buf, n);
+        if (long(out->size()) > kMaxFileBytes) {
+            std::fclose(f);
+            *error = "cannot read " + path + ": file is larger than 10 MiB";
+            return false;
+        }
+        if (n < sizeof buf) break;
+    }
+    bool failed = std::ferror(f) != 0;
+    int err = errno;
+    std::fclose(f);
+    if (failed) {
+        *error = "cannot read " + path + ": " + std::strerror(err);
+        return false;
+    }
+    if (out->empty()) {
+        *error = "cannot read " + path + ": file is empty";
+        return false;
+    }
+    return true;
+}
+
+std::string mbedtlsErrorText(int ret) {
+    char buf[256];
+    mbedtls_strerror(ret, buf, sizeof buf);
+    return buf;
+}
+
+bool loadKeyPair(const KeyPairSource& source, KeyPair* out, std::string* error) {
+    std::string certData, certName, keyData, keyName;
+    if (!sourceData(source.certificate_pem, source.certificate_path, "certificate", &certData,
+                    &certName, error))
+        return false;
+    if (!sourceData(source.private_key_pem, source.private_key_path, "private key", &keyData,
+                    &keyName, error))
+        return false;
+    out->source = certName;
+
+    int ret = mbedtls_x509_crt_parse(out->chain.get(),
+                                     reinterpret_cast<const unsigned char*>(certData.c_str()),
+                                     parseLength(certData));
+    if (ret < 0) {
+        *error = "cannot parse certificate " + certName + ": " + mbedtlsErrorText(ret);
+        return false;
+    }
+    if (ret > 0) {
+        *error = "cannot parse certificate " + certName + ": " + std::to_string(ret) +
+                 " of its certificates are invalid";
+        return false;
+    }
+
+    ret = mbedtls_pk_parse_key(
+        out->key.get(), reinterpret_cast<const unsigned char*>(keyData.c_str()),
+        parseLength(keyData), nullptr, 0, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
+    mbedtls_platform_zeroize(keyData.data(), keyData.size());
+    if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED) {
+        *error = "cannot use private key " + keyName +
+                 ": it is encrypted (a passphrase-free key is needed)";
+        return false;
+    }
+    if (ret != 0) {
+        *error = "cannot parse private key " + keyName + ": " + mbedtlsErrorText(ret);
+        return false;
+    }
+    mbedtls_pk_type_t type = mbedtls_pk_get_type(out->key.get());
+    if (type != MBEDTLS_PK_ECKEY && type != MBEDTLS_PK_RSA) {
+        *error = "cannot use private key " + keyName + ": only ECDSA and RSA keys are supported";
+        return false;
+    }
+    if (mbedtls_pk_check_pair(&out->chain.get()->pk, out->key.get(), mbedtls_psa_get_random,
+                              MBEDTLS_PSA_RANDOM_STATE) != 0) {
+        *error = "private key does not match certificate (key " + keyName + ", certificate " +
+                 certName + ")";
+        return false;
+    }
+    return true;
+}
+
+bool loadCaBundle(const std::string& path, Certificates* out, std::string* error) {
+    std::string data;
+    if (!readFile(path, &data, error)) return false;
+    int ret = mbedtls_x509_crt_parse(
+        out->get(), reinterpret_cast<const unsigned char*>(data.c_str()), parseLength(data));
+    if (out->empty()) {
+        *error = "cannot parse CA bundle " + path + ": " +
+                 (ret < 0 ? mbedtlsErrorText(ret) : std::string("no certificate found"));
+        return false;
+    }
+    return true;
+}
+
+CertificateInfo certificateInfo(const mbedtls_x509_crt& crt, const std::string& source) {
+    CertificateInfo info;
+    info.source = source;
+    info.subject = oneLineName(crt.subject);
+    info.serial_hex = hex(crt.serial.p, crt.serial.len);
+    info.not_before = unixSeconds(crt.valid_from);
+    info.not_after = unixSeconds(crt.valid_to);
+    return info;
+}
+
+void fillPeerIdentity(const mbedtls_x509_crt& crt, PeerIdentity* identity) {
+    identity->presented = true;
+    identity->subject = oneLineName(crt.subject);
+    identity->cn = commonName(crt.subject);
+    identity->san_uri.clear();
+    identity->san_dns.clear();
+    forEachSan(crt, [identity](const mbedtls_x509_subject_alternative_name& san) {
+        const mbedtls_x509_buf& v = san.san.unstructured_name;
+        if (san.type == MBEDTLS_X509_SAN_DNS_NAME)
+            identity->san_dns.emplace_back(reinterpret_cast<const char*>(v.p), v.len);
+        else if (san.type == MBEDTLS_X509_SAN_UNIFORM_RESOURCE_IDENTIFIER)
+            identity->san_uri.emplace_back(reinterpret_cast<const char*>(v.p), v.len);
+    });
+    unsigned char digest[32];
+    mbedtls_sha256(crt.raw.p, crt.raw.len, digest, 0);
+    identity->sha256_hex = hex(digest, sizeof digest);
+}
+
+std::string oneLineName(const mbedtls_x509_name& name) {
+    // mbedTLS keeps the attributes in certificate (DER) order; RFC 4514 prints them reversed.
+    std::vector<std::string> parts;
+    for (const mbedtls_x509_name* n = &name; n != nullptr; n = n->next) {
+        if (n->oid.p == nullptr) continue;
+        const char* shortName = nullptr;
+        std::string attr;
+        if (mbedtls_oid_get_attr_short_name(&n->oid, &shortName) == 0) {
+            attr = shortName;
+        } else {
+            char buf[64];
+            attr = mbedtls_oid_get_numeric_string(buf, sizeof buf, &n->oid) > 0 ? buf : "?";
+        }
+        parts.push_back(attr + "=" + escapeValue(n->val.p, n->val.len));
+    }
+    std::string out;
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+        if (!out.empty()) out.push_back(',');
+        out += *it;
+    }
+    return out;
+}
+
+int64_t unixSeconds(const mbedtls_x509_time& t) {
+    return daysFromCivil(t.year, unsigned(t.mon), unsigned(t.day)) * 86400 + t.hour * 3600 +
+           t.min * 60 + t.sec;
+}
+
+std::vector<std::string> certificateDnsNames(const mbedtls_x509_crt& crt) {
+    std::vector<std::string> names;
+    forEachSan(crt, [&names](const mbedtls_x509_subject_alternative_name& san) {
+        if (san.type == MBEDTLS_X509_SAN_DNS_NAME)
+            names.emplace_back(reinterpret_cast<const char*>(san.san.unstructured_name.p),
+                               san.san.unstructured_name.len);
+    });
+    if (names.empty()) {
+        std::string cn = commonName(crt.subject);
+        if (!cn.empty()) names.push_back(cn);
+    }
+    return names;
+}
+
+bool allowListMatches(const AllowList& allow, const PeerIdentity& identity) {
+    if (allow.empty()) return true;
+    for (const std::string& want : allow.san_uri)
+        for (const std::string& have : identity.san_uri)
+            if (want == have) return true;
+    for (const std::string& want : allow.san_dns)
+        for (const std::string& have : identity.san_dns)
+            if (equalsIgnoreCase(want, have)) return true;  // DNS names are case-insensitive
+    for (const std::string& want : allow.cn)
+        if (!identity.cn.empty() && want == identity.cn) return true;
+    return false;
+}
+
+std::string lowerAscii(std::string_view s) {
+    std::string out(s);
+    for (char& c : out)
+        if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+    return out;
+}
+
+bool equalsIgnoreCase(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z') x = char(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = char(y - 'A' + 'a');
+        if (x != y) return false;
+    }
+    return true;
+}
+
+}  // namespace sidecar::tls::mbed
