@@ -1,15 +1,19 @@
 #include "core/metrics.h"
 
+#include <charconv>
 #include <cstdio>
+#include <system_error>
 
 namespace sidecar::core {
 
 namespace {
 
+// The shortest text that reads back as exactly v: counters past 10^9 (bytes) keep every digit.
 std::string num(double v) {
     char buf[32];
-    snprintf(buf, sizeof buf, "%.9g", v);
-    return buf;
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+    if (ec != std::errc()) return "NaN";
+    return std::string(buf, end);
 }
 
 void header(std::string& out, const char* name, const char* type, const char* help) {

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -309,6 +310,15 @@ std::string directoryOf(const std::string& path) {
     return path.substr(0, slash);
 }
 
+// The serial numbers of the certificates a listener serves, for the reload log line.
+std::string serials(const ListenerRuntime& rt) {
+    std::string out;
+    if (rt.server_tls)
+        for (const tls::CertificateInfo& ci : rt.server_tls->certificates())
+            out += (out.empty() ? "" : ",") + ci.serial_hex;
+    return out;
+}
+
 std::vector<std::string> materialPaths(const config::Listener& l) {
     std::vector<std::string> paths;
     if (l.tls) {
@@ -423,11 +433,8 @@ void Server::reloadCertificates(const char* why, bool force) {
         l->runtime = rt;
         changed = true;
         ++metrics_.cert_reloads_ok;
-        std::string serials;
-        if (rt->server_tls)
-            for (const tls::CertificateInfo& ci : rt->server_tls->certificates())
-                serials += (serials.empty() ? "" : ",") + ci.serial_hex;
-        log_.info("certificates reloaded", {{"listener", cfg.name}, {"reason", why}, {"serial", serials}});
+        log_.info("certificates reloaded",
+                  {{"listener", cfg.name}, {"reason", why}, {"serial", serials(*rt)}});
     }
     if (changed) refreshCertificateGauges();
 }
@@ -460,39 +467,62 @@ void Server::reloadConfig() {
         }
         runtimes.push_back(std::move(rt));
     }
-    std::vector<Listener*> kept;
-    std::vector<Listener*> old = std::move(listeners_);
-    listeners_.clear();
-    for (auto& rt : runtimes) {
-        Listener* same = nullptr;
-        for (Listener*& l : old) {
-            if (l && l->runtime->cfg.name == rt->cfg.name &&
-                l->runtime->cfg.listen.toString() == rt->cfg.listen.toString()) {
-                same = l;
+    // Pair every new listener with the socket it keeps: the old listener of the same name and
+    // address, else any old listener on that address (a rename keeps its socket, since a second
+    // bind there would fail). New addresses are bound before anything is closed, so that a failed
+    // bind leaves the previous configuration serving, whole.
+    std::vector<Listener*> old = listeners_;
+    std::vector<Listener*> paired(runtimes.size(), nullptr);
+    auto pair = [&](bool same_name) {
+        for (size_t i = 0; i < runtimes.size(); ++i) {
+            if (paired[i]) continue;
+            const config::Listener& want = runtimes[i]->cfg;
+            for (Listener*& l : old) {
+                if (!l || l->runtime->cfg.listen.toString() != want.listen.toString()) continue;
+                if (same_name && l->runtime->cfg.name != want.name) continue;
+                paired[i] = l;
                 l = nullptr;
                 break;
             }
         }
-        if (same) {
-            same->runtime = rt;
-            listeners_.push_back(same);
-            continue;
-        }
-        // A listener on a new address: close the old one of that name first, then bind.
-        for (Listener*& l : old) {
-            if (l && l->runtime->cfg.name == rt->cfg.name) {
-                l->close();
-                l = nullptr;
-            }
-        }
-        auto* listener = new Listener(*this, rt);
+    };
+    pair(true);
+    pair(false);
+    std::vector<Listener*> fresh;
+    for (size_t i = 0; i < runtimes.size(); ++i) {
+        if (paired[i]) continue;
+        auto* listener = new Listener(*this, runtimes[i]);
         if (auto err = listener->bind()) {
-            log_.error("cannot listen", {{"listener", rt->cfg.name}, {"error", *err}});
+            ++metrics_.config_reloads_failed;
+            log_.error("config reload rejected; keeping the previous configuration",
+                       {{"listener", runtimes[i]->cfg.name}, {"error", *err}});
             listener->close();
-            continue;
+            for (Listener* f : fresh) f->close();
+            return;
         }
-        log_.info("listening", {{"listener", rt->cfg.name}, {"address", rt->cfg.listen.toString()}});
-        listeners_.push_back(listener);
+        paired[i] = listener;
+        fresh.push_back(listener);
+    }
+    // Commit. Certificates that changed since they were loaded count as certificate reloads,
+    // whichever of SIGHUP or the file watch noticed them first.
+    std::map<std::string, std::string> fingerprints;
+    listeners_.clear();
+    for (size_t i = 0; i < runtimes.size(); ++i) {
+        Listener* l = paired[i];
+        l->runtime = runtimes[i];
+        listeners_.push_back(l);
+        const config::Listener& lc = runtimes[i]->cfg;
+        std::string fp = materialFingerprint(lc);
+        auto known = fingerprints_.find(lc.name);
+        if ((lc.tls || lc.upstream.tls) && known != fingerprints_.end() && known->second != fp) {
+            ++metrics_.cert_reloads_ok;
+            log_.info("certificates reloaded", {{"listener", lc.name},
+                                                {"reason", "SIGHUP"},
+                                                {"serial", serials(*runtimes[i])}});
+        }
+        fingerprints[lc.name] = std::move(fp);
+        if (std::find(fresh.begin(), fresh.end(), l) != fresh.end())
+            log_.info("listening", {{"listener", lc.name}, {"address", lc.listen.toString()}});
     }
     for (Listener* l : old) {
         if (!l) continue;
@@ -503,8 +533,7 @@ void Server::reloadConfig() {
     cfg_ = std::move(next);
     cfg_.admin = admin;
     log_.configure(cfg_.log);
-    fingerprints_.clear();
-    for (Listener* l : listeners_) fingerprints_[l->runtime->cfg.name] = materialFingerprint(l->runtime->cfg);
+    fingerprints_ = std::move(fingerprints);
     refreshCertificateGauges();
     watchCertificateFiles();
     ++metrics_.config_reloads_ok;
