@@ -18,6 +18,7 @@ constexpr uint8_t kSubtypeSslCn = 0x22;
 constexpr uint8_t kSubtypeSslCipher = 0x23;
 constexpr uint8_t kClientSsl = 0x01;
 constexpr uint8_t kClientCertConn = 0x02;
+constexpr uint8_t kClientCertSess = 0x04;
 
 // An address reduced to what the header carries: IPv4-mapped IPv6 becomes IPv4.
 struct Endpoint {
@@ -85,10 +86,14 @@ std::string buildProxyHeader(int version, const ProxyHeaderFacts& facts) {
         if (!t.alpn.empty()) tlv(body, kTypeAlpn, t.alpn);
         if (!t.sni.empty()) tlv(body, kTypeAuthority, t.sni);
         std::string ssl;
-        uint8_t client = kClientSsl | (t.peer.presented ? kClientCertConn : 0);
+        // CERT_SESS: the TLS session has a client certificate; CERT_CONN: it was sent on this
+        // connection, i.e. not carried over by a resumption (as haproxy sets them).
+        uint8_t client = kClientSsl;
+        if (t.peer.presented) client |= kClientCertSess | (t.resumed ? 0 : kClientCertConn);
         ssl += char(client);
-        // verify: 0 when the client presented a certificate that verified (or none was asked).
-        uint32_t verify = (t.peer.presented && !t.peer.verified) ? 1 : 0;
+        // The spec: "zero if the client presented a certificate and it was successfully
+        // verified, and non-zero otherwise"; no certificate is not a verified one.
+        uint32_t verify = (t.peer.presented && t.peer.verified) ? 0 : 1;
         uint32_t be = htonl(verify);
         ssl.append(reinterpret_cast<const char*>(&be), 4);
         tlv(ssl, kSubtypeSslVersion, t.version);
