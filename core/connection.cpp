@@ -149,6 +149,10 @@ void Connection::driveHandshake(SideId id) {
                                    {{"listener", rt_->cfg.name},
                                     {"upstream", rt_->cfg.upstream.address.toString()},
                                     {"error", s.tls->error()}});
+                if (codec_) {
+                    failUpstreamEarly(502);
+                    return;
+                }
             }
             close("TLS handshake failed");
             return;
@@ -198,7 +202,8 @@ void Connection::connectUpstream() {
 
 void Connection::onConnect(uv_connect_t* req, int status) noexcept {
     auto* c = static_cast<Connection*>(req->data);
-    if (status == UV_ECANCELED || c->closing_) return;
+    // upstream_failed_: the connect timed out and the client is being answered.
+    if (status == UV_ECANCELED || c->closing_ || c->upstream_failed_ != 0) return;
     if (status != 0) {
         ++c->stats_.upstream_connect_failures;
         c->server_.log().warn("upstream connect failed",
@@ -207,8 +212,7 @@ void Connection::onConnect(uv_connect_t* req, int status) noexcept {
                                {"client", c->peer_ip_},
                                {"error", uv_strerror(status)}});
         if (c->codec_) {
-            c->codec_->localError(502);
-            c->closeAfterFlush("upstream connect failed");
+            c->failUpstreamEarly(502);
             return;
         }
         c->close("upstream connect failed");
@@ -253,7 +257,8 @@ void Connection::pump(SideId id) {
     if (!s.tls || s.handshaking) return;
     Side& o = other(id);
     uint8_t* buf = server_.plainBuffer();
-    while (!closing_ && !s.eof && ready(o) && o.pending < kHighWatermark && !flushing_) {
+    while (!closing_ && !s.eof && !flushing_ &&
+           ((ready(o) && o.pending < kHighWatermark) || (id == kDown && upstream_failed_ != 0))) {
         size_t n = 0;
         tls::Result r = s.tls->readPlain(buf, Server::kPlainBufferSize, &n);
         if (r == tls::Result::Ok) {
@@ -330,8 +335,30 @@ std::string Connection::clientCertHeader() const {
     return v;
 }
 
+// The upstream cannot be reached. Nothing has been read from the client yet (it is read only
+// once the upstream is ready), so no answer is owed: read the first request head so that it
+// gets the 502/504 instead of a silent close. A request already forwarded is answered now.
+void Connection::failUpstreamEarly(int status) {
+    if (codec_->awaitingResponse()) {
+        codec_->localError(status);
+        closeAfterFlush("upstream unavailable");
+        return;
+    }
+    upstream_failed_ = status;
+    deadline_ = Deadline::Open;
+    rearmOpen();
+    updateReading(kUp);  // after a failed TLS origination: nothing more to read there
+    updateReading(kDown);
+    if (sides_[kDown].tls) pump(kDown);
+}
+
 void Connection::afterRequestFeed() {
     if (!codec_ || closing_) return;
+    if (upstream_failed_ != 0 && codec_->awaitingResponse()) {
+        codec_->localError(upstream_failed_);
+        closeAfterFlush("upstream unavailable");
+        return;
+    }
     uint64_t now = uv_now(server_.loop());
     if (codec_->awaitingRequestHead()) {
         if (header_deadline_ms_ == 0) header_deadline_ms_ = now + uint64_t(rt_->cfg.timeouts.header.count());
@@ -449,6 +476,7 @@ void Connection::onOpenTimer() {
 void Connection::sendTo(SideId to, const uint8_t* p, size_t n) {
     Side& s = sides_[to];
     if (closing_ || s.shut) return;
+    if (to == kUp && upstream_failed_ != 0) return;  // the request is answered locally
     if (s.tls) {
         size_t written = 0;
         tls::Result r = s.tls->writePlain(p, n, &written);
@@ -704,6 +732,7 @@ bool Connection::wantRead(SideId id) const {
     const Side& s = sides_[id];
     if (closing_ || s.eof || !s.connected) return false;
     if (flushing_) return id == kDown;  // lingering: drain what the client still sends
+    if (upstream_failed_ != 0) return id == kDown;  // only the request head, to answer it
     if (s.handshaking) return true;
     const Side& o = sides_[1 - id];
     return ready(o) && !o.shut && o.pending < kHighWatermark;
@@ -751,8 +780,7 @@ void Connection::onTimer(uv_timer_t* t) noexcept {
                                    {"upstream", cfg.upstream.address.toString()},
                                    {"client", c->peer_ip_}});
             if (c->codec_) {
-                c->codec_->localError(504);
-                c->closeAfterFlush("upstream connect timeout");
+                c->failUpstreamEarly(504);
                 return;
             }
             c->close("upstream connect timeout");

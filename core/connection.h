@@ -103,6 +103,7 @@ private:
     void answerPlainHttp();
     void startCodec();
     void afterRequestFeed();
+    void failUpstreamEarly(int status);
     void rearmOpen();
     void onOpenTimer();
     std::string clientCertHeader() const;
@@ -136,6 +137,7 @@ private:
     bool flushing_ = false;   // closing after the pending writes to the client
     bool counted_ = false;    // counted in stats.active
     bool first_read_ = true;
+    int upstream_failed_ = 0;  // HTTP: upstream unreachable; the next request gets this status
     std::string peer_ip_;
     uint16_t peer_port_ = 0;
 };

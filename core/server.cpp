@@ -416,7 +416,9 @@ void Server::reloadCertificates(const char* why, bool force) {
     if (draining_) return;
     bool changed = false;
     for (Listener* l : listeners_) {
-        const config::Listener& cfg = l->runtime->cfg;
+        // Keeps cfg alive past the swap below: the old runtime may have no other owner.
+        const std::shared_ptr<const ListenerRuntime> current = l->runtime;
+        const config::Listener& cfg = current->cfg;
         if (!cfg.tls && !cfg.upstream.tls) continue;
         std::string fp = materialFingerprint(cfg);
         std::string& known = fingerprints_[cfg.name];

@@ -146,6 +146,7 @@ class Nginx:
         load = f"load_module {modules};" if os.path.exists(modules) else ""
         conf = f"""
 {load}
+user root;
 worker_processes 1;
 pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log info;

@@ -570,11 +570,7 @@ def test_ambassador_originates_tls(proxies, workdir, pki, remote, protocol):
     assert h["proto"] == "TLSv1.3"
 
 
-PENDING_502 = pytest.mark.xfail(strict=True, reason="core/connection.cpp closes without the 502 when the "
-                                "upstream TLS handshake fails (patch proposed: failUpstreamEarly(502))")
-
-
-@pytest.mark.parametrize("protocol", ["tcp", pytest.param("http", marks=PENDING_502)])
+@pytest.mark.parametrize("protocol", ["tcp", "http"])
 @pytest.mark.parametrize("case", ["wrong_name", "other_ca"])
 def test_ambassador_refuses_unverified_upstream(proxies, workdir, pki, remote, protocol, case):
     port = free_port()
