@@ -287,7 +287,18 @@ void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
         sendTo(from == kDown ? kUp : kDown, p, n);
         return;
     }
+    // What one feed produces for a side leaves as one write (one TLS record): a rewritten head
+    // and the body bytes after it are not split into separate records and syscalls.
+    batching_ = true;
     http::Status st = from == kDown ? codec_->feedRequest(p, n) : codec_->feedResponse(p, n);
+    batching_ = false;
+    for (SideId id : {kUp, kDown}) {
+        Bytes& b = batch_[id];
+        if (b.empty()) continue;
+        sendTo(id, b.data(), b.size());
+        server_.buffers().put(std::move(b));
+        b = Bytes();
+    }
     if (st == http::Status::Close) {
         closeAfterFlush("HTTP exchange ended the connection");
         return;
@@ -368,9 +379,19 @@ void Connection::afterRequestFeed() {
     if (deadline_ == Deadline::Open) rearmOpen();
 }
 
-void Connection::sendUpstream(const uint8_t* p, size_t n) { sendTo(kUp, p, n); }
+void Connection::sendUpstream(const uint8_t* p, size_t n) { emit(kUp, p, n); }
 
-void Connection::sendDownstream(const uint8_t* p, size_t n) { sendTo(kDown, p, n); }
+void Connection::sendDownstream(const uint8_t* p, size_t n) { emit(kDown, p, n); }
+
+void Connection::emit(SideId to, const uint8_t* p, size_t n) {
+    if (!batching_) {
+        sendTo(to, p, n);
+        return;
+    }
+    Bytes& b = batch_[to];
+    if (b.capacity() == 0) b = server_.buffers().get();
+    b.insert(b.end(), p, p + n);
+}
 
 void Connection::onRequestHead(const http::Exchange&) {
     uint64_t now = uv_now(server_.loop());

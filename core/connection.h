@@ -115,6 +115,7 @@ private:
     void onResponseHead(const http::Exchange& ex) override;
     void onExchangeComplete(const http::Exchange& ex) override;
     void onUpgrade() override;
+    void emit(SideId to, const uint8_t* p, size_t n);
 
     Server& server_;
     std::shared_ptr<const ListenerRuntime> rt_;
@@ -124,6 +125,8 @@ private:
     uv_connect_t connect_req_;
     Deadline deadline_ = Deadline::None;
     std::unique_ptr<http::Codec> codec_;
+    bool batching_ = false;  // inside a codec feed: output is gathered per side
+    Bytes batch_[2];
     // Open-phase deadlines, absolute loop milliseconds (0 = not armed).
     uint64_t header_deadline_ms_ = 0;
     uint64_t response_deadline_ms_ = 0;
