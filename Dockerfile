@@ -1,0 +1,37 @@
+# Container images for sidecar. Two targets share one build:
+#
+#   docker build --target proxy -t sidecar:0.1.0 .        the proxy: FROM scratch, one static binary
+#   docker build --target init  -t sidecar-init:0.1.0 .   `sidecar init-net apply` (needs iptables)
+#
+# A plain `docker build .` produces the proxy (the last stage). The build stage runs
+# scripts/build-static, the same script the packaging tests run without a Docker engine.
+# No certificate or key goes into any image: they are mounted at run time (see manifests/).
+
+FROM debian:trixie-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential cmake pkg-config libuv1-dev libmbedtls-dev libllhttp-dev libyaml-cpp-dev \
+      catch2 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# Configures with SIDECAR_STATIC, builds, runs the unit tests, checks the binary is static.
+RUN scripts/build-static /src/build-static /out/sidecar
+
+# The init container: runs once as root with NET_ADMIN and NET_RAW, installs the redirect, exits.
+FROM debian:trixie-slim AS init
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/sidecar /sidecar
+ENTRYPOINT ["/sidecar", "init-net", "apply", "-c", "/etc/sidecar/sidecar.yaml"]
+
+# The proxy: nothing but the binary and the CA bundle it uses for TLS origination
+# (upstream.tls without a ca reads /etc/ssl/certs/ca-certificates.crt).
+FROM scratch AS proxy
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/sidecar /sidecar
+USER 65532:65532
+EXPOSE 8443 9901
+ENTRYPOINT ["/sidecar"]
+CMD ["run", "-c", "/etc/sidecar/sidecar.yaml"]
