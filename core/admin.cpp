@@ -77,6 +77,12 @@ struct AdminConnection {
         }
         if (path == "/shutdown") {
             if (method != "POST") return respond(405, "Method Not Allowed", "text/plain", "use POST\n");
+            // The admin port is reachable by kubelet from outside the Pod; stopping the proxy is
+            // for processes inside it only.
+            std::string ip;
+            uint16_t port = 0;
+            if (!peerAddress(&tcp, &ip, &port) || !(ip.rfind("127.", 0) == 0 || ip == "::1"))
+                return respond(403, "Forbidden", "text/plain", "shutdown is accepted from loopback only\n");
             respond(200, "OK", "text/plain", "draining\n");
             if (h.shutdown) h.shutdown();
             return;

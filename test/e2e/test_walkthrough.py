@@ -434,6 +434,11 @@ def test_admin_port_is_not_redirected(walkthrough):
     pod, _, _ = walkthrough
     r = curl(f"http://{pod.pod_ip}:{ADMIN_PORT}/readyz")
     assert r.returncode == 0 and r.status == 200, r
+    # Reachable for probes from outside the Pod, but only processes inside may stop the proxy.
+    r = curl("-X", "POST", f"http://{pod.pod_ip}:{ADMIN_PORT}/shutdown")
+    assert r.returncode == 0 and r.status == 403, r
+    r = curl(f"http://{pod.pod_ip}:{ADMIN_PORT}/readyz")
+    assert r.returncode == 0 and r.status == 200, r
 
 
 def test_init_net_clean_gives_port_80_back_to_nginx(walkthrough):
