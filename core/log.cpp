@@ -40,6 +40,9 @@ bool needsQuotes(std::string_view s) {
 
 }  // namespace
 
+// ,"key":value for each field.
+static void appendJsonFields(std::string& line, std::initializer_list<Field> fields);
+
 void appendJsonEscaped(std::string& out, std::string_view s) {
     static const char hex[] = "0123456789abcdef";
     for (unsigned char c : s) {
@@ -57,6 +60,21 @@ void appendJsonEscaped(std::string& out, std::string_view s) {
                 } else {
                     out += static_cast<char>(c);
                 }
+        }
+    }
+}
+
+static void appendJsonFields(std::string& line, std::initializer_list<Field> fields) {
+    for (const Field& f : fields) {
+        line += ",\"";
+        appendJsonEscaped(line, f.key);
+        line += "\":";
+        if (f.is_number) {
+            line += std::to_string(f.number);
+        } else {
+            line += '"';
+            appendJsonEscaped(line, f.text);
+            line += '"';
         }
     }
 }
@@ -86,18 +104,7 @@ void Logger::write(config::LogLevel level, std::string_view msg,
         line += "\",\"msg\":\"";
         appendJsonEscaped(line, msg);
         line += '"';
-        for (const Field& f : fields) {
-            line += ",\"";
-            appendJsonEscaped(line, f.key);
-            line += "\":";
-            if (f.is_number) {
-                line += std::to_string(f.number);
-            } else {
-                line += '"';
-                appendJsonEscaped(line, f.text);
-                line += '"';
-            }
-        }
+        appendJsonFields(line, fields);
         line += "}\n";
     } else {
         line += timestampNow();
@@ -130,18 +137,7 @@ void Logger::access(std::initializer_list<Field> fields) const {
     line += "{\"time\":\"";
     line += timestampNow();
     line += "\",\"type\":\"access\"";
-    for (const Field& f : fields) {
-        line += ",\"";
-        appendJsonEscaped(line, f.key);
-        line += "\":";
-        if (f.is_number) {
-            line += std::to_string(f.number);
-        } else {
-            line += '"';
-            appendJsonEscaped(line, f.text);
-            line += '"';
-        }
-    }
+    appendJsonFields(line, fields);
     line += "}\n";
     writeLine(STDOUT_FILENO, line);
 }

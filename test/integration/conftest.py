@@ -97,6 +97,42 @@ class LogReader:
             return len(self.lines)
 
 
+class ScriptedUpstream:
+    """A plain TCP upstream on loopback; `handle(conn)` runs in a thread per connection."""
+
+    def __init__(self, handle):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.handle = handle
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._run, args=(c,), daemon=True).start()
+
+    def _run(self, c):
+        try:
+            self.handle(c)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
 class Proxy:
     def __init__(self, config_text, workdir, name="sidecar", env=None):
         self.workdir = Path(workdir)
@@ -199,6 +235,17 @@ http {{
 
     def access_log(self):
         return (self.dir / "access.log").read_text()
+
+    def wait_access(self, needle, count=1, timeout=10.0):
+        """nginx writes its access log line after the response has gone out: wait for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.access_log()
+            if text.count(needle) >= count:
+                return text
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx never logged {needle!r} {count}x; log:\n{text}")
+            time.sleep(0.01)  # a file has no readiness to await
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Nginx, base_config, free_port, run, tls_listener
+from conftest import Nginx, ScriptedUpstream, base_config, free_port, run, tls_listener
 
 # nginx locations used by these tests, on top of the stock ones in conftest.Nginx.
 EXTRA_LOCATIONS = r"""
@@ -389,39 +389,6 @@ def test_408_header_timeout_while_bytes_trickle(proxies, workdir, web, cert):
     assert (r.header("connection") or "").lower() == "close"
     assert 0.4 <= elapsed < 5, elapsed
     assert "/slow" not in sync_nginx_log(web, port, cert, "trickle")
-
-
-class ScriptedUpstream:
-    """A plain TCP upstream on loopback; `handle(conn)` runs in a thread per connection."""
-
-    def __init__(self, handle):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.handle = handle
-        self.conns = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._run, args=(c,), daemon=True).start()
-
-    def _run(self, c):
-        try:
-            self.handle(c)
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 def read_head(conn):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Nginx, base_config, free_port, run, tls_listener
+from conftest import Nginx, ScriptedUpstream, base_config, free_port, run, tls_listener
 
 SPIFFE_WEB = "spiffe://cluster.local/ns/default/sa/web"
 SPIFFE_DB = "spiffe://cluster.local/ns/default/sa/db"
@@ -314,7 +314,7 @@ def test_optional_serves_clients_without_certificate(proxies, workdir, nginx, pk
     for bad in (pki.foreign, pki.not_allowed, pki.expired):
         r = curl_mtls(port, pki, bad, path="/headers")
         assert r.returncode != 0, bad
-    assert nginx.access_log().count("GET /headers") == 2
+    assert nginx.wait_access("GET /headers", count=2).count("GET /headers") == 2
 
 
 def test_client_cert_header_off(proxies, workdir, nginx, pki):
@@ -364,18 +364,14 @@ def test_proxy_protocol_to_nginx(proxies, workdir, pki, version):
         n.stop()
 
 
-class ProxyV2Server:
+class ProxyV2Server(ScriptedUpstream):
     """Accepts connections, parses a PROXY v2 header (addresses and TLVs), answers 'ok' and
     closes. Parsed headers go to `headers` (a list), each a dict."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
         self.headers = []
         self.cond = threading.Condition()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(self._serve_one)
 
     @staticmethod
     def _read(c, n):
@@ -427,29 +423,21 @@ class ProxyV2Server:
             h["ssl"] = {t: v.decode() for t, v in self.parse_tlvs(ssl[5:])}
         return h
 
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                h = self._parse(c)
-                c.sendall(b"ok\n")
-            except Exception as e:  # reported to the test through headers
-                h = {"error": repr(e)}
-            with self.cond:
-                self.headers.append(h)
-                self.cond.notify_all()
-            c.close()
+    def _serve_one(self, c):
+        try:
+            h = self._parse(c)
+            c.sendall(b"ok\n")
+        except Exception as e:  # reported to the test through headers
+            h = {"error": repr(e)}
+        with self.cond:
+            self.headers.append(h)
+            self.cond.notify_all()
+        c.close()
 
     def wait(self, count=1, timeout=10):
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.headers) >= count, timeout), self.headers
             return self.headers[count - 1]
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture
@@ -761,7 +749,7 @@ def test_ticket_does_not_cross_listeners(proxies, workdir, nginx, pki, version):
     assert "Reused," not in out
     line = p.log.wait_for('"listener":"b","client":"127.0.0.1","error"')
     assert "not allowed" in line
-    assert nginx.access_log().count("GET /small") == 1
+    assert nginx.wait_access("GET /small").count("GET /small") == 1
 
 
 @pytest.mark.parametrize("max_version", ["1.2", "1.3"])

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import base_config, free_port, gen_cert, run, tls_listener
+from conftest import ScriptedUpstream, base_config, free_port, gen_cert, run, tls_listener
 
 
 # ---- helpers ----
@@ -213,53 +213,31 @@ class Load:
         return self
 
 
-class SlowUpstream:
+class SlowUpstream(ScriptedUpstream):
     """A plain HTTP/1.1 upstream that answers each request only when the test releases it."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.arrived = threading.Event()
         self.release = threading.Event()
-        self.conns = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+        super().__init__(self._handle)
 
     def _handle(self, c):
         data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                d = c.recv(65536)
-                if not d:
-                    return
-                data += d
-            self.arrived.set()
-            if not self.release.wait(60):
+        while b"\r\n\r\n" not in data:
+            d = c.recv(65536)
+            if not d:
                 return
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nslow\n")
-            # keep-alive: the upstream itself never closes; the proxy decides
-            c.recv(65536)
-        except OSError:
-            pass
+            data += d
+        self.arrived.set()
+        if not self.release.wait(60):
+            return
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nslow\n")
+        # keep-alive: the upstream itself never closes; the proxy decides
+        c.recv(65536)
 
     def close(self):
         self.release.set()
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
+        super().close()
 
 
 @pytest.fixture

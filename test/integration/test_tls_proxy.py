@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BIN, Nginx, base_config, free_port, gen_cert, run, sha256_file,
+from conftest import (BIN, Nginx, ScriptedUpstream, base_config, free_port, gen_cert, run, sha256_file,
                       tls_listener, wait_port)
 
 
@@ -33,7 +33,7 @@ def test_request_round_trip(proxies, workdir, nginx, cert):
     assert r.returncode == 0, r.stderr
     assert "hello from nginx" in r.stdout
     # nginx saw the request through the proxy's upstream connection
-    assert "GET / HTTP/1.1" in nginx.access_log()
+    nginx.wait_access("GET / HTTP/1.1")
 
 
 @pytest.mark.parametrize("flag,version", [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")])
@@ -69,37 +69,25 @@ def test_100mb_download_and_upload_checksums(proxies, workdir, nginx, cert):
     assert sha256_file(nginx.root / "upload" / "copy.bin") == want
 
 
-class SinkServer:
+class SinkServer(ScriptedUpstream):
     """Plain TCP peer: reads until EOF, then answers with the sha256 of what it got and closes."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
         self.received = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(self._sink)
 
-    def _serve(self):
+    def _sink(self, c):
+        h = hashlib.sha256()
+        n = 0
         while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            h = hashlib.sha256()
-            n = 0
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                h.update(d)
-                n += len(d)
-            self.received.append(n)
-            c.sendall(f"{n} {h.hexdigest()}\n".encode())
-            c.close()
-
-    def close(self):
-        self.sock.close()
+            d = c.recv(65536)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        self.received.append(n)
+        c.sendall(f"{n} {h.hexdigest()}\n".encode())
+        c.close()
 
 
 def tls_client(port, cafile, server_hostname="localhost"):
