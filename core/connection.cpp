@@ -44,13 +44,13 @@ bool Connection::accept(uv_stream_t* listener) {
     }
     sides_[kDown].connected = true;
     peerAddress(&sides_[kDown].tcp, &peer_ip_, &peer_port_);
-    ++stats_.accepted;
     ++stats_.active;
     counted_ = true;
     return true;
 }
 
 void Connection::start() {
+    ++stats_.accepted;
     uv_tcp_nodelay(&sides_[kDown].tcp, 1);
     started_ms_ = uv_now(server_.loop());
     touch();
@@ -459,11 +459,12 @@ void Connection::rearmOpen() {
     if (idle != 0 && response_deadline_ms_ == 0) consider(last_activity_ms_ + idle);
     consider(header_deadline_ms_);
     consider(response_deadline_ms_);
-    if (next == 0) {
-        uv_timer_stop(&timer_);
-        return;
-    }
+    // A timer already due no later than `next` stays: firing early only re-evaluates. This keeps
+    // the per-request path free of timer-heap updates.
+    if (next == 0) return;
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_at_ms_ <= next) return;
     uint64_t now = uv_now(server_.loop());
+    armed_at_ms_ = next > now ? next : now;
     uv_timer_start(&timer_, onTimer, next > now ? next - now : 0, 0);
 }
 
@@ -781,6 +782,7 @@ void Connection::touch() { last_activity_ms_ = uv_now(server_.loop()); }
 
 void Connection::arm(Deadline d, uint64_t ms) {
     deadline_ = d;
+    armed_at_ms_ = uv_now(server_.loop()) + ms;
     uv_timer_start(&timer_, onTimer, ms, 0);
 }
 

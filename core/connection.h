@@ -134,6 +134,7 @@ private:
     std::vector<uint64_t> request_started_ms_;
     uint64_t response_head_ms_ = 0;
     uint64_t started_ms_ = 0;
+    uint64_t armed_at_ms_ = 0;  // when the timer fires, loop milliseconds
     uint64_t last_activity_ms_ = 0;
     int closes_pending_ = 0;
     bool closing_ = false;

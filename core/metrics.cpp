@@ -89,7 +89,7 @@ std::string Metrics::render() const {
         header(out, name, type, help);
         for (const auto& [key, s] : listeners) sample(out, name, listenerLabel(key), double(value(*s)));
     };
-    each("sidecar_connections_accepted_total", "counter", "Client connections accepted.",
+    each("sidecar_connections_accepted_total", "counter", "Client connections accepted and served (rejected ones are not counted here).",
          [](const ListenerStats& s) { return s.accepted; });
     each("sidecar_connections_rejected_total", "counter",
          "Client connections closed at once: over max_connections or draining.",
