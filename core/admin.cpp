@@ -130,9 +130,10 @@ void AdminServer::onConnection(uv_stream_t* s, int status) noexcept {
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(&c->tcp),
         [](uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
-            static thread_local char scratch[2048];
-            buf->base = scratch;
-            buf->len = sizeof scratch;
+            // Reads are consumed inside the read callback, so one buffer serves every connection.
+            AdminServer& server = static_cast<AdminConnection*>(h->data)->server;
+            buf->base = server.read_buf_;
+            buf->len = sizeof server.read_buf_;
         },
         [](uv_stream_t* st, ssize_t n, const uv_buf_t* buf) noexcept {
             auto* c = static_cast<AdminConnection*>(st->data);

@@ -36,6 +36,7 @@ private:
     Hooks hooks_;
     uv_tcp_t handle_;
     bool inited_ = false;
+    char read_buf_[2048];
     friend struct AdminConnection;
 };
 

@@ -74,7 +74,6 @@ private:
     static void onClose(uv_handle_t* h) noexcept;
 
     Side& other(SideId id) { return sides_[1 - id]; }
-    SideId idOf(const Side& s) const { return &s == &sides_[0] ? kDown : kUp; }
     bool ready(const Side& s) const { return s.connected && !s.handshaking; }
 
     void handleRead(SideId id, const uint8_t* data, size_t n);
