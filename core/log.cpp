@@ -3,6 +3,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
 
@@ -21,10 +22,11 @@ const char* levelName(config::LogLevel level) {
 }
 
 void writeLine(int fd, const std::string& line) {
-    // One write per line keeps lines whole when several processes share the stream.
+    // One write per line (or per batch of whole lines) keeps lines whole on a shared stream.
     size_t off = 0;
     while (off < line.size()) {
         ssize_t n = ::write(fd, line.data() + off, line.size() - off);
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return;  // nowhere to report a failing log stream
         off += static_cast<size_t>(n);
     }
@@ -131,15 +133,26 @@ void Logger::write(config::LogLevel level, std::string_view msg,
     writeLine(STDERR_FILENO, line);
 }
 
-void Logger::access(std::initializer_list<Field> fields) const {
-    std::string line;
-    line.reserve(256);
+void Logger::access(std::initializer_list<Field> fields) {
+    std::string& line = access_buf_;
+    if (line.capacity() == 0) line.reserve(buffer_access_ ? kAccessBufferBytes + 1024 : 256);
     line += "{\"time\":\"";
     line += timestampNow();
     line += "\",\"type\":\"access\"";
     appendJsonFields(line, fields);
     line += "}\n";
-    writeLine(STDOUT_FILENO, line);
+    if (!buffer_access_ || line.size() >= kAccessBufferBytes) flushAccess();
+}
+
+void Logger::bufferAccess(bool on) {
+    buffer_access_ = on;
+    if (!on) flushAccess();
+}
+
+void Logger::flushAccess() {
+    if (access_buf_.empty()) return;
+    writeLine(STDOUT_FILENO, access_buf_);
+    access_buf_.clear();
 }
 
 }  // namespace sidecar::core

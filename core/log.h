@@ -29,6 +29,9 @@ struct Field {
 class Logger {
 public:
     Logger() = default;
+    ~Logger() { flushAccess(); }
+    Logger(const Logger&) = delete;
+    Logger& operator=(const Logger&) = delete;
     void configure(const config::Log& log) { level_ = log.level; format_ = log.format; }
     bool enabled(config::LogLevel level) const { return level >= level_; }
 
@@ -44,14 +47,21 @@ public:
     void error(std::string_view msg, std::initializer_list<Field> fields = {}) const {
         write(config::LogLevel::Error, msg, fields);
     }
-    // One access-log record (always JSON, to stdout).
-    void access(std::initializer_list<Field> fields) const;
+    // One access-log record (always JSON, to stdout). With buffering on, records collect until
+    // flushAccess() (the server calls it once per event-loop iteration, so a burst of requests
+    // costs one write) or until kAccessBufferBytes have collected; lines are never split.
+    void access(std::initializer_list<Field> fields);
+    void bufferAccess(bool on);
+    void flushAccess();
+    static constexpr size_t kAccessBufferBytes = 16 * 1024;
 
     void write(config::LogLevel level, std::string_view msg, std::initializer_list<Field> fields) const;
 
 private:
     config::LogLevel level_ = config::LogLevel::Info;
     config::LogFormat format_ = config::LogFormat::Text;
+    std::string access_buf_;
+    bool buffer_access_ = false;
 };
 
 // Appends `s` to `out` as the inside of a JSON string.

@@ -204,14 +204,20 @@ bool Server::start(const config::Config& cfg) {
     uv_timer_init(loop_, &drain_timer_);
     uv_timer_init(loop_, &debounce_timer_);
     uv_timer_init(loop_, &poll_timer_);
+    uv_prepare_init(loop_, &log_flush_);
     sig_term_.data = sig_int_.data = sig_hup_.data = drain_timer_.data = this;
-    debounce_timer_.data = poll_timer_.data = this;
+    debounce_timer_.data = poll_timer_.data = log_flush_.data = this;
     refreshCertificateGauges();
     watchCertificateFiles();
     handles_inited_ = true;
     uv_signal_start(&sig_term_, onSignal, SIGTERM);
     uv_signal_start(&sig_int_, onSignal, SIGINT);
     uv_signal_start(&sig_hup_, onSignal, SIGHUP);
+    // Access lines written during one loop iteration leave in one write before the loop next
+    // waits; the handle does not keep the loop alive by itself.
+    uv_prepare_start(&log_flush_, onLoopIdle);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&log_flush_));
+    log_.bufferAccess(true);
     if (!ok) {
         beginDrain("start-up failed");
         return false;
@@ -253,6 +259,8 @@ void Server::beginDrain(const char* why) {
     finishIfDrained();
 }
 
+void Server::onLoopIdle(uv_prepare_t* h) noexcept { static_cast<Server*>(h->data)->log_.flushAccess(); }
+
 void Server::onDrainTimer(uv_timer_t* t) noexcept {
     auto* s = static_cast<Server*>(t->data);
     s->log_.warn("drain timeout: closing remaining connections",
@@ -273,10 +281,12 @@ void Server::closeOwnHandles() {
     if (admin_) admin_->close();
     if (!handles_inited_) return;
     handles_inited_ = false;
+    log_.bufferAccess(false);
     for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sig_term_), reinterpret_cast<uv_handle_t*>(&sig_int_),
                            reinterpret_cast<uv_handle_t*>(&sig_hup_), reinterpret_cast<uv_handle_t*>(&drain_timer_),
                            reinterpret_cast<uv_handle_t*>(&debounce_timer_),
-                           reinterpret_cast<uv_handle_t*>(&poll_timer_)}) {
+                           reinterpret_cast<uv_handle_t*>(&poll_timer_),
+                           reinterpret_cast<uv_handle_t*>(&log_flush_)}) {
         uv_close(h, nullptr);
     }
     for (uv_fs_event_t* w : watchers_)

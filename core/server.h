@@ -97,6 +97,7 @@ private:
     std::string materialFingerprint(const config::Listener& l) const;
     static void onFsEvent(uv_fs_event_t* h, const char* file, int events, int status) noexcept;
     static void onReloadTimer(uv_timer_t* t) noexcept;
+    static void onLoopIdle(uv_prepare_t* h) noexcept;
     void closeOwnHandles();
 
     uv_loop_t* loop_;
@@ -118,6 +119,7 @@ private:
     std::vector<uv_fs_event_t*> watchers_;              // freed in their close callbacks
     uv_timer_t debounce_timer_;
     uv_timer_t poll_timer_;
+    uv_prepare_t log_flush_;  // runs before the loop waits for I/O: writes the access lines
     bool ready_ = false;
     bool handles_inited_ = false;
     bool draining_ = false;

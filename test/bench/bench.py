@@ -1,13 +1,15 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Side-by-side benchmarks: sidecar against nginx as a TLS-terminating reverse proxy, in one run,
 on the same upstream, printing ratios.
 
-  cpu     CPU time (user+sys of the proxy processes) per 100k keep-alive HTTPS requests, wrk
+  cpu     CPU time (user+sys of the proxy processes) per 100k keep-alive HTTPS requests, wrk;
+          next to it, sidecar as a plain TCP relay (no TLS, no HTTP): what the sockets alone cost
   memory  RSS idle, and with N idle TLS connections open
   resume  full vs resumed TLS handshake cost (CPU per handshake), openssl s_time
 
-Usage: test/bench/bench.py [cpu|memory|resume|all] [--bin build/sidecar] [--seconds 10]
-Both proxies run one worker process on the one loopback upstream; wrk runs on the other core.
+Usage: test/bench/bench.py [cpu|memory|resume|all] [--bin build/sidecar] [--seconds 10] [--rounds 3]
+Both proxies run one worker process on the one loopback upstream, pinned to CPU 0; wrk runs on
+CPU 1. The cpu rounds alternate the proxies and report medians, since a shared machine drifts.
 """
 import argparse
 import os
@@ -50,36 +52,53 @@ def rss_kib(pids):
     return total
 
 
+def cpu_split(pids):
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def pinned(cpu, argv):
+    """argv run on one CPU when the machine has a second one for the load generator."""
+    return ["taskset", "-c", str(cpu)] + argv if (os.cpu_count() or 1) > 1 else argv
+
+
 def children(pid):
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]
 
 
 class SidecarProxy:
-    name = "sidecar"
+    """sidecar terminating TLS in HTTP mode; with relay=True a plain TCP listener in tcp mode."""
 
-    def __init__(self, binary, workdir, upstream_port, cert, key):
+    def __init__(self, binary, workdir, upstream_port, cert, key, relay=False):
         self.port = free_port()
-        cfg = Path(workdir) / "bench-sidecar.yaml"
+        self.name = "relay" if relay else "sidecar"
+        self.scheme = "http" if relay else "https"
+        cfg = Path(workdir) / f"bench-{self.name}.yaml"
+        front = "protocol: tcp" if relay else f"""protocol: http
+    tls:
+      certificate: {cert}
+      private_key: {key}"""
+        http_block = "" if relay else "    http:\n      access_log: false\n"
         cfg.write_text(f"""listeners:
   - name: bench
     listen: 127.0.0.1:{self.port}
-    protocol: http
-    tls:
-      certificate: {cert}
-      private_key: {key}
+    {front}
     upstream:
       address: 127.0.0.1:{upstream_port}
-    http:
-      access_log: false
-    limits:
+{http_block}    limits:
       max_connections: 100000
 admin:
   enabled: false
 log:
   level: warn
 """)
-        self.proc = subprocess.Popen([binary, "run", "-c", str(cfg)], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(pinned(0, [binary, "run", "-c", str(cfg)]), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         wait_port(self.port, proc=self.proc)
         self.pids = [self.proc.pid]
@@ -91,11 +110,11 @@ log:
 
 class NginxTlsProxy:
     name = "nginx"
+    scheme = "https"
 
     def __init__(self, workdir, upstream_port, cert, key):
         self.port = free_port()
-        d = Path(workdir) / "nginx-tls"
-        d.mkdir()
+        d = Path(tempfile.mkdtemp(prefix="nginx-tls-", dir=workdir))
         (d / "tmp").mkdir()
         conf = d / "nginx.conf"
         conf.write_text(f"""
@@ -129,7 +148,7 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
+        self.proc = subprocess.Popen(pinned(0, ["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"]),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, proc=self.proc)
         self.pids = [self.proc.pid] + children(self.proc.pid)
@@ -139,9 +158,8 @@ http {{
         self.proc.wait(timeout=30)
 
 
-def wrk(port, seconds, connections):
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-                          f"https://127.0.0.1:{port}/small"],
+def wrk(url, seconds, connections):
+    out = subprocess.run(pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]),
                          capture_output=True, text=True, timeout=seconds + 60).stdout
     m = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -149,26 +167,50 @@ def wrk(port, seconds, connections):
     return int(m.group(1)), out, (errors.group(1) if errors else "0"), (sock_err.group(1) if sock_err else "none")
 
 
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
 def bench_cpu(args, tmp, cert, key, upstream):
-    print(f"== CPU per 100k keep-alive HTTPS requests (wrk -c{args.connections}, {args.seconds}s each, "
-          f"small responses from nginx upstream)")
-    results = {}
-    for make in (lambda: SidecarProxy(args.bin, tmp, upstream.port, cert, key),
-                 lambda: NginxTlsProxy(tmp, upstream.port, cert, key)):
-        proxy = make()
-        try:
-            wrk(proxy.port, 1, args.connections)  # warm-up: handshakes, upstream connections
-            before = cpu_seconds(proxy.pids)
-            n, out, non2xx, sock_err = wrk(proxy.port, args.seconds, args.connections)
-            used = cpu_seconds(proxy.pids) - before
-        finally:
-            proxy.stop()
-        per100k = used / n * 100000 if n else float("inf")
-        results[proxy.name] = per100k
-        print(f"  {proxy.name:8s} requests={n:9d} cpu={used:7.2f}s  cpu/100k={per100k:6.2f}s  "
-              f"req/s={n / args.seconds:9.0f}  non-2xx={non2xx} socket-errors={sock_err}")
-    ratio = results["sidecar"] / results["nginx"]
+    print(f"== CPU per 100k keep-alive requests (wrk -c{args.connections}, {args.seconds}s per run, "
+          f"{args.rounds} rounds, small responses from the nginx upstream)")
+    makers = {
+        "sidecar": lambda: SidecarProxy(args.bin, tmp, upstream.port, cert, key),
+        "nginx": lambda: NginxTlsProxy(tmp, upstream.port, cert, key),
+        "relay": lambda: SidecarProxy(args.bin, tmp, upstream.port, cert, key, relay=True),
+    }
+    runs = {name: [] for name in makers}
+    for rnd in range(args.rounds):
+        order = list(makers) if rnd % 2 == 0 else list(reversed(makers))
+        for name in order:
+            proxy = makers[name]()
+            url = f"{proxy.scheme}://127.0.0.1:{proxy.port}/small"
+            try:
+                wrk(url, 1, args.connections)  # warm-up: handshakes, upstream connections
+                u0, s0 = cpu_split(proxy.pids)
+                n, out, non2xx, sock_err = wrk(url, args.seconds, args.connections)
+                u1, s1 = cpu_split(proxy.pids)
+            finally:
+                proxy.stop()
+            if not n or non2xx != "0" or sock_err != "none":
+                sys.exit(f"bench: {name} failed: requests={n} non-2xx={non2xx} socket errors={sock_err}\n{out}")
+            per = lambda sec: sec / n * 100000
+            runs[name].append((per(u1 - u0 + s1 - s0), per(u1 - u0), per(s1 - s0), n))
+            print(f"  round {rnd + 1} {name:8s} requests={n:8d} cpu/100k={runs[name][-1][0]:5.2f}s "
+                  f"(user {runs[name][-1][1]:4.2f}s, sys {runs[name][-1][2]:4.2f}s)  req/s={n / args.seconds:7.0f}")
+    labels = {"sidecar": "sidecar, TLS + HTTP mode",
+              "nginx": "nginx, TLS reverse proxy",
+              "relay": "sidecar, plain TCP relay (no TLS, no HTTP: the sockets alone)"}
+    med = {}
+    for name, rs in runs.items():
+        med[name] = median([r[0] for r in rs])
+        print(f"  median {name:8s} cpu/100k={med[name]:5.2f}s  user={median([r[1] for r in rs]):4.2f}s  "
+              f"sys={median([r[2] for r in rs]):4.2f}s   {labels[name]}")
+    ratio = med["sidecar"] / med["nginx"]
     print(f"  ratio sidecar/nginx CPU per request: {ratio:.2f}x  (target <= 0.6x)")
+    print(f"  ratio relay/nginx (the same reads and writes with no TLS and no parsing): "
+          f"{med['relay'] / med['nginx']:.2f}x")
     return ratio
 
 
@@ -235,6 +277,7 @@ def main():
     ap.add_argument("--bin", default=str(ROOT / "build" / "sidecar"))
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", type=int, default=1000)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="sidecar-bench-")

@@ -634,6 +634,13 @@ def test_wrk_small_no_errors_and_metrics_match(proxies, workdir, web, cert):
     assert done <= counted <= done + 16, (done, counted)
     assert metric(admin, "sidecar_http_requests_total", code="5xx") == 0
     assert metric(admin, "sidecar_http_requests_total", code="4xx") == 0
+    # Every request has exactly one whole access line, also those written just before the drain
+    # (access lines leave in batches, once per event-loop iteration).
+    assert p.stop() == 0
+    p.access.thread.join(timeout=10)
+    lines = [json.loads(line) for line in p.access.text().splitlines() if line.strip()]
+    assert counted <= len(lines) <= done + 16, (counted, len(lines))
+    assert all(r["type"] == "access" and r["status"] == 200 and r["path"] == "/small" for r in lines)
 
 
 def test_504_upstream_connect_timeout(proxies, workdir, cert):
