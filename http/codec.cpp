@@ -46,6 +46,14 @@ bool equalsLower(std::string_view s, std::string_view lower) {
     return true;
 }
 
+// A CR that is not the start of a CRLF.
+bool hasBareCr(std::string_view head) {
+    for (size_t i = head.find('\r'); i != std::string_view::npos; i = head.find('\r', i + 1)) {
+        if (i + 1 == head.size() || head[i + 1] != '\n') return true;
+    }
+    return false;
+}
+
 std::string_view trimOws(std::string_view v) {
     while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
     while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
@@ -103,6 +111,18 @@ size_t forEachHeader(std::string_view head, F&& f) {
         pos = eol + 1;
     }
     return count;
+}
+
+// Appends `head` without its Connection and Keep-Alive fields (hop-by-hop: the proxy sets its
+// own) and without the empty line that ends it. Returns the number of fields in `head`.
+size_t appendWithoutConnectionFields(std::string& out, std::string_view head) {
+    out.append(head.data(), head.find('\n') + 1);
+    return forEachHeader(head, [&](std::string_view raw, std::string_view name, auto) {
+        if (name.size() == 10 && (equalsLower(name, "connection") || equalsLower(name, "keep-alive"))) {
+            return;
+        }
+        out.append(raw);
+    });
 }
 
 }  // namespace
@@ -360,6 +380,7 @@ void Codec::finishRequestHead() {
     slot.head_request = parser.method == HTTP_HEAD;
     slot.upgrade = parser.upgrade != 0;
     slot.close_after = !llhttp_should_keep_alive(&parser);
+    slot.http10 = parser.http_minor == 0;
     current_request_seq_ = slot.seq;
     if (slot.upgrade) upgrade_seq_ = slot.seq;
     request_framing_.reset(parser.flags & F_CHUNKED);
@@ -656,6 +677,12 @@ bool Codec::finishResponseHead() {
     const int code = parser.status_code;
     const bool interim = code / 100 == 1 && code != 101;
     const std::string_view head(response_head_);
+    // llhttp ends a status line at a bare CR ("200 OK\r\rX: 1"); a client may read it as one
+    // line, so a head is forwarded only if every CR in it starts a CRLF.
+    if (hasBareCr(head)) {
+        failResponse();
+        return false;
+    }
 
     if (interim || code == 101) {
         if ((code == 101 && !f.upgrade) ||
@@ -663,14 +690,24 @@ bool Codec::finishResponseHead() {
             failResponse();
             return false;
         }
-        events_.sendDownstream(reinterpret_cast<const uint8_t*>(head.data()), head.size());
-        f.exchange.response_bytes += head.size();
         if (interim) {
+            // HTTP/1.0 has no 1xx (RFC 9110 15.2): a 1.0 client, or a 1xx in a 1.0 status line,
+            // is not forwarded; the final response follows either way. Connection fields of a
+            // 1xx are dropped: a client could take "close" there as the end of the connection.
+            if (!f.http10 && parser.http_minor == 1) {
+                out_.clear();
+                appendWithoutConnectionFields(out_, head);
+                out_ += "\r\n";
+                events_.sendDownstream(reinterpret_cast<const uint8_t*>(out_.data()), out_.size());
+                f.exchange.response_bytes += out_.size();
+            }
             response_framing_.reset(false);
             response_interim_ = true;
             response_state_ = ResponseState::Body;
             return true;
         }
+        events_.sendDownstream(reinterpret_cast<const uint8_t*>(head.data()), head.size());
+        f.exchange.response_bytes += head.size();
         // 101: the app switched protocols; the held client bytes belong to the new protocol.
         f.exchange.status = 101;
         tunnel_ = true;
@@ -699,14 +736,7 @@ bool Codec::finishResponseHead() {
     size_t count;
     if (edit) {
         out_.clear();
-        out_.append(head.data(), head.find('\n') + 1);
-        count = forEachHeader(head, [&](std::string_view raw, std::string_view name, auto) {
-            if (name.size() == 10 &&
-                (equalsLower(name, "connection") || equalsLower(name, "keep-alive"))) {
-                return;
-            }
-            out_.append(raw);
-        });
+        count = appendWithoutConnectionFields(out_, head);
         out_ += "Connection: close\r\n\r\n";
     } else {
         count = forEachHeader(head, [](auto, auto, auto) {});
@@ -730,6 +760,9 @@ void Codec::finishResponseMessage() {
     response_state_ = ResponseState::Idle;
     if (response_interim_) {
         response_interim_ = false;
+        // llhttp applies "Connection: close" or HTTP/1.0 in a 1xx as in a final response and
+        // would refuse what follows; an interim response never ends the exchange.
+        llhttp_reset(&response_parser_);
         return;
     }
     if (tunnel_) return;

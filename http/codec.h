@@ -112,6 +112,7 @@ private:
         bool head_request = false;  // HEAD: the response has no body
         bool upgrade = false;
         bool close_after = false;
+        bool http10 = false;  // HTTP/1.0 defines no 1xx: such a client is sent none
     };
 
     void processRequest(const char* p, const char* end);

@@ -453,22 +453,61 @@ def test_502_upstream_refused(proxies, workdir, cert):
     assert r.stdout == "502", r.stderr
 
 
-def test_502_malformed_upstream_response(proxies, workdir, cert, upstreams):
-    def garbage(conn):
+@pytest.mark.parametrize("answer", [
+    b"SPDY/9 banana\r\n\x00\x01garbage\r\n\r\n",
+    # llhttp ends a status line at a bare CR; a client might read "OK\rContent-Length: 0" as one
+    # line and then take the next response as this body. Such a head never reaches the client.
+    b"HTTP/1.1 200 OK\r\rContent-Length: 0\r\n\r\nbanana",
+], ids=["garbage", "bare-cr-status-line"])
+def test_502_malformed_upstream_response(proxies, workdir, cert, upstreams, answer):
+    def malformed(conn):
         read_head(conn)
-        conn.sendall(b"SPDY/9 banana\r\n\x00\x01garbage\r\n\r\n")
+        conn.sendall(answer)
         while conn.recv(65536):
             pass
 
-    up = upstreams(garbage)
+    up = upstreams(malformed)
     p, port = start_http_proxy(proxies, workdir, up.port, cert)
     c = Client(port, cert[0])
-    c.send(get("/garbage"))
+    c.send(get("/malformed"))
     r = c.response()
     assert r.status == 502
     assert (r.header("connection") or "").lower() == "close"
     assert b"banana" not in r.body
     assert c.closed_after()
+
+
+def test_1xx_forwarded_without_connection_fields_and_the_connection_goes_on(proxies, workdir, cert,
+                                                                             upstreams):
+    heads = []
+
+    def early_hints(conn):
+        while True:
+            head, _ = read_head(conn)
+            if not head:
+                return
+            heads.append(head)
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nConnection: close\r\nLink: </s.css>\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    up = upstreams(early_hints)
+    p, port = start_http_proxy(proxies, workdir, up.port, cert)
+    c = Client(port, cert[0])
+    for _ in range(2):
+        c.send(get("/hints"))
+        hints = c.response()
+        assert hints.status == 103
+        assert hints.header("link") == "</s.css>"
+        assert hints.header("connection") is None
+        final = c.response()
+        assert (final.status, final.body) == (200, b"ok")
+    assert len(heads) == 2
+    # An HTTP/1.0 client is sent no 1xx (HTTP/1.0 has none), only the final response.
+    c10 = Client(port, cert[0])
+    c10.send(b"GET /hints HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    raw = c10.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw
+    assert b" 103 " not in raw
 
 
 # ---- Upgrade ----

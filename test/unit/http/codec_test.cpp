@@ -143,6 +143,45 @@ TEST_CASE("1xx responses are forwarded and the final response follows") {
     checkAllSplits({req(head), resp(c100), req("hi"), resp(c103 + kOk)}, expected);
 }
 
+TEST_CASE("1xx heads reach the client without Connection fields") {
+    // A client may take "Connection: close" on a 1xx as the end of the connection.
+    const std::string head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    const std::string c103 = "HTTP/1.1 103 Early Hints\r\nConnection: close\r\nLink: </s.css>\r\n"
+                             "keep-alive: timeout=5\r\n\r\n";
+    const std::string forwarded103 = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n";
+    Outcome expected;
+    expected.upstream = "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") + "\r\n";
+    expected.downstream = forwarded103 + kOk + forwarded103 + kOk;
+    expected.events = {"request GET /", "response 200",
+                       complete("GET", "/", 200, head.size(), forwarded103.size() + kOk.size()),
+                       "request GET /", "response 200",
+                       complete("GET", "/", 200, head.size(), forwarded103.size() + kOk.size())};
+    expected.upstream += expected.upstream;
+    checkAllSplits({req(head), resp(c103 + kOk), req(head), resp(c103 + kOk)}, expected);
+}
+
+TEST_CASE("an HTTP/1.0 client gets no 1xx, nor does anyone get a 1xx in an HTTP/1.0 status line") {
+    const std::string c100 = "HTTP/1.1 100 Continue\r\n\r\n";
+    const std::string ok10 = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    SECTION("HTTP/1.0 request") {
+        const std::string head = "GET / HTTP/1.0\r\nHost: a\r\n\r\n";
+        Outcome expected;
+        expected.upstream = "GET / HTTP/1.0\r\nHost: a\r\n" + xf("a") + "\r\n";
+        expected.downstream = ok10;
+        expected.events = {"request GET /", "response 200", complete("GET", "/", 200, head.size(), ok10.size())};
+        expected.closed_at = 1;
+        checkAllSplits({req(head), resp(c100 + ok10)}, expected);
+    }
+    SECTION("HTTP/1.0 interim response") {
+        const std::string head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        Outcome expected;
+        expected.upstream = "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") + "\r\n";
+        expected.downstream = kOk;
+        expected.events = {"request GET /", "response 200", complete("GET", "/", 200, head.size(), kOk.size())};
+        checkAllSplits({req(head), resp("HTTP/1.0 100 Continue\r\n\r\n" + kOk)}, expected);
+    }
+}
+
 TEST_CASE("an EOF-delimited response completes at the app's EOF and closes") {
     const std::string request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     const std::string response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it";
@@ -503,6 +542,12 @@ TEST_CASE("malformed upstream responses") {
     }
     SECTION("obs-fold") { bad_gateway("HTTP/1.1 200 OK\r\nA: 1\r\n 2\r\n\r\n"); }
     SECTION("bare LF") { bad_gateway("HTTP/1.1 200 OK\nContent-Length: 0\n\n"); }
+    // llhttp takes a bare CR as the end of the status line; other clients may not.
+    SECTION("bare CR ending the status line") {
+        bad_gateway("HTTP/1.1 200 OK\r\rContent-Length: 0\r\n\r\n");
+    }
+    SECTION("bare CR before the empty line") { bad_gateway("HTTP/1.1 200 OK\r\r\r\n"); }
+    SECTION("bare CR in a 1xx") { bad_gateway("HTTP/1.1 100 Continue\r\rX: 1\r\n\r\n" + kOk); }
     SECTION("an error in the body after the head went out only closes") {
         const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
         Outcome expected;
