@@ -106,9 +106,7 @@ std::optional<uint64_t> Reader::integer(const Field& field, uint64_t min, uint64
     const std::string range = "a number from " + std::to_string(min) + " to " + std::to_string(max);
     if (!scalar(field, range.c_str())) return std::nullopt;
     const std::string& value = field.value.Scalar();
-    bool digits = !value.empty() && std::all_of(value.begin(), value.end(),
-                                                [](char c) { return c >= '0' && c <= '9'; });
-    if (isQuoted(field.value) || !digits) {
+    if (isQuoted(field.value) || !detail::allDigits(value)) {
         error(field.valueMark(), field.path,
               "expected " + range + ", got " + (isQuoted(field.value) ? "the string " : "") +
                   describe(field.value));
@@ -180,7 +178,8 @@ std::optional<std::vector<Field>> Reader::list(const Field& field) {
     return items;
 }
 
-std::optional<std::vector<std::string>> Reader::textList(const Field& field) {
+std::optional<std::vector<std::string>> Reader::textList(const Field& field,
+                                                        std::vector<Field>* fields) {
     auto items = list(field);
     if (!items) return std::nullopt;
     std::vector<std::string> values;
@@ -198,6 +197,7 @@ std::optional<std::vector<std::string>> Reader::textList(const Field& field) {
         }
     }
     if (!ok) return std::nullopt;
+    if (fields) *fields = std::move(*items);
     return values;
 }
 

@@ -63,8 +63,10 @@ public:
 
     // The items of a list; an empty value is an empty list. Reports anything else.
     std::optional<std::vector<Field>> list(const Field& field);
-    // A list of non-empty strings; each duplicate is reported.
-    std::optional<std::vector<std::string>> textList(const Field& field);
+    // A list of non-empty strings; each duplicate is reported. `fields`, if given, receives the
+    // items (for positions), one per returned value.
+    std::optional<std::vector<std::string>> textList(const Field& field,
+                                                     std::vector<Field>* fields = nullptr);
 
     Diagnostics& diagnostics() { return diagnostics_; }
 

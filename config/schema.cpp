@@ -36,13 +36,13 @@ void readMinVersion(Reader& reader, const MapReader& map, std::string& out) {
 void readAlpn(Reader& reader, const MapReader& map, std::vector<std::string>& out) {
     auto field = map.get("alpn");
     if (!field) return;
-    auto values = reader.textList(*field);
+    std::vector<Field> items;
+    auto values = reader.textList(*field, &items);
     if (!values) return;
-    auto items = reader.list(*field);
     bool ok = true;
     for (size_t i = 0; i < values->size(); ++i) {
         if ((*values)[i].size() > 255) {
-            reader.error((*items)[i].valueMark(), (*items)[i].path,
+            reader.error(items[i].valueMark(), items[i].path,
                          "an ALPN protocol name is at most 255 bytes long");
             ok = false;
         }
@@ -84,15 +84,15 @@ void readSni(Reader& reader, const Field& field, ServerTls& tls, Positions& posi
         if (!map.isMap()) continue;
         SniEntry entry;
         if (auto namesField = map.require("server_names")) {
-            if (auto names = reader.textList(*namesField)) {
+            std::vector<Field> listed;
+            if (auto names = reader.textList(*namesField, &listed)) {
                 if (names->empty()) {
                     reader.error(namesField->valueMark(), namesField->path,
                                  "list at least one server name");
                 }
-                auto listed = reader.list(*namesField);
                 for (size_t i = 0; i < names->size(); ++i) {
                     const std::string& name = (*names)[i];
-                    const Field& at = (*listed)[i];
+                    const Field& at = listed[i];
                     if (!isDnsName(name, true)) {
                         reader.error(at.valueMark(), at.path,
                                      quote(name) +
@@ -414,11 +414,11 @@ void readRedirect(Reader& reader, const Field& field, Redirect& redirect, Positi
         }
     }
     if (auto interfaces = map.get("interfaces")) {
-        if (auto names = reader.textList(*interfaces)) {
-            auto items = reader.list(*interfaces);
+        std::vector<Field> items;
+        if (auto names = reader.textList(*interfaces, &items)) {
             for (size_t i = 0; i < names->size(); ++i) {
                 if (!isInterfaceName((*names)[i])) {
-                    reader.error((*items)[i].valueMark(), (*items)[i].path,
+                    reader.error(items[i].valueMark(), items[i].path,
                                  quote((*names)[i]) +
                                      " is not an interface name (up to 15 letters, digits, "
                                      "'.', '_' or '-', optionally ending in '+')");

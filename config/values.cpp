@@ -38,9 +38,13 @@ namespace {
 bool isDigit(char c) { return c >= '0' && c <= '9'; }
 bool isAlnum(char c) { return isDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
+}  // namespace
+
 bool allDigits(std::string_view text) {
     return !text.empty() && std::all_of(text.begin(), text.end(), isDigit);
 }
+
+namespace {
 
 // Decimal digits without a superfluous leading zero, at most maxDigits of them.
 std::optional<uint64_t> parseDecimal(std::string_view text, size_t maxDigits) {

@@ -30,6 +30,9 @@ std::string quote(std::string_view text);
 std::optional<Duration> parseDuration(std::string_view text, std::string& reason);
 std::optional<SocketAddress> parseSocketAddress(std::string_view text, std::string& reason);
 
+// One or more decimal digits and nothing else.
+bool allDigits(std::string_view text);
+
 // "10.0.0.0/8", "fd00::/8". The address must have no bits set past the prefix.
 bool checkCidr(std::string_view text, std::string& reason);
 

@@ -522,52 +522,38 @@ void Connection::flushCiphertext(SideId id) {
     writeOwned(id, std::move(out));
 }
 
-void Connection::writeRaw(SideId id, const uint8_t* p, size_t n) {
+// Writes what the socket takes at once when nothing is queued ahead of it. Returns how many
+// bytes went, or nothing after failing the connection.
+std::optional<size_t> Connection::writeNow(SideId id, const uint8_t* p, size_t n) {
     Side& s = sides_[id];
-    if (closing_ || n == 0) return;
     if (id == kDown) stats_.bytes_out += n;
-    if (s.pending == 0) {
-        uv_buf_t b = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p)), unsigned(n));
-        int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&s.tcp), &b, 1);
-        if (r > 0) {
-            p += r;
-            n -= size_t(r);
-            if (n == 0) return;
-        } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
-            fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(r));
-            return;
-        }
-    }
+    if (s.pending != 0) return 0;
+    uv_buf_t b = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p)), unsigned(n));
+    int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&s.tcp), &b, 1);
+    if (r >= 0) return size_t(r);
+    if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
+    fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(r));
+    return std::nullopt;
+}
+
+void Connection::writeRaw(SideId id, const uint8_t* p, size_t n) {
+    if (closing_ || n == 0) return;
+    std::optional<size_t> sent = writeNow(id, p, n);
+    if (!sent || *sent == n) return;
     WriteReq* w = server_.writeReqs().get();
     w->data = server_.buffers().get();
-    w->data.assign(p, p + n);
+    w->data.assign(p + *sent, p + n);
     queueWrite(id, w);
 }
 
 void Connection::writeOwned(SideId id, Bytes&& bytes) {
-    Side& s = sides_[id];
-    if (closing_ || bytes.empty()) {
+    std::optional<size_t> sent;
+    if (!closing_ && !bytes.empty()) sent = writeNow(id, bytes.data(), bytes.size());
+    if (!sent || *sent == bytes.size()) {
         server_.buffers().put(std::move(bytes));
         return;
     }
-    if (id == kDown) stats_.bytes_out += bytes.size();
-    size_t skip = 0;
-    if (s.pending == 0) {
-        uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(bytes.data()), unsigned(bytes.size()));
-        int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&s.tcp), &b, 1);
-        if (r > 0) {
-            skip = size_t(r);
-        } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
-            server_.buffers().put(std::move(bytes));
-            fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(r));
-            return;
-        }
-    }
-    if (skip == bytes.size()) {
-        server_.buffers().put(std::move(bytes));
-        return;
-    }
-    if (skip > 0) bytes.erase(bytes.begin(), bytes.begin() + long(skip));
+    if (*sent > 0) bytes.erase(bytes.begin(), bytes.begin() + long(*sent));
     WriteReq* w = server_.writeReqs().get();
     w->data = std::move(bytes);
     queueWrite(id, w);

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/buffer.h"
@@ -86,6 +87,7 @@ private:
     void deliver(SideId from, const uint8_t* p, size_t n);
     void sendTo(SideId to, const uint8_t* p, size_t n);
     void flushCiphertext(SideId id);
+    std::optional<size_t> writeNow(SideId id, const uint8_t* p, size_t n);
     void writeRaw(SideId id, const uint8_t* p, size_t n);
     void writeOwned(SideId id, Bytes&& bytes);
     void queueWrite(SideId id, WriteReq* w);

@@ -40,10 +40,23 @@ bool needsQuotes(std::string_view s) {
     return false;
 }
 
-}  // namespace
-
 // ,"key":value for each field.
-static void appendJsonFields(std::string& line, std::initializer_list<Field> fields);
+void appendJsonFields(std::string& line, std::initializer_list<Field> fields) {
+    for (const Field& f : fields) {
+        line += ",\"";
+        appendJsonEscaped(line, f.key);
+        line += "\":";
+        if (f.is_number) {
+            line += std::to_string(f.number);
+        } else {
+            line += '"';
+            appendJsonEscaped(line, f.text);
+            line += '"';
+        }
+    }
+}
+
+}  // namespace
 
 void appendJsonEscaped(std::string& out, std::string_view s) {
     static const char hex[] = "0123456789abcdef";
@@ -62,21 +75,6 @@ void appendJsonEscaped(std::string& out, std::string_view s) {
                 } else {
                     out += static_cast<char>(c);
                 }
-        }
-    }
-}
-
-static void appendJsonFields(std::string& line, std::initializer_list<Field> fields) {
-    for (const Field& f : fields) {
-        line += ",\"";
-        appendJsonEscaped(line, f.key);
-        line += "\":";
-        if (f.is_number) {
-            line += std::to_string(f.number);
-        } else {
-            line += '"';
-            appendJsonEscaped(line, f.text);
-            line += '"';
         }
     }
 }

@@ -283,19 +283,16 @@ int cmdInitNet(std::vector<std::string> args) {
         std::cerr << "init-net: -c needs a file\n";
         return 1;
     }
-    config::Config cfg;
-    if (!path.empty()) {
-        config::LoadResult res = config::loadFile(path);
-        if (!res.errors.empty()) {
-            printErrors(res.errors);
-            return 1;
-        }
-        cfg = std::move(*res.config);
-    } else {
+    if (path.empty()) {
         std::cerr << "init-net: -c FILE is required\n\n" << initnet::helpText();
         return 1;
     }
-    return initnet::runCommand(args, cfg, std::cout, std::cerr);
+    config::LoadResult res = config::loadFile(path);
+    if (!res.errors.empty()) {
+        printErrors(res.errors);
+        return 1;
+    }
+    return initnet::runCommand(args, *res.config, std::cout, std::cerr);
 }
 
 int cmdVersion() {

@@ -1,7 +1,6 @@
 #include "core/metrics.h"
 
 #include <charconv>
-#include <cstdio>
 #include <system_error>
 
 namespace sidecar::core {
@@ -73,12 +72,11 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
     sample(out, name + "_count", labels, double(count_));
 }
 
-ListenerStats::ListenerStats(std::string n)
-    : name(std::move(n)), handshake_seconds(kLatencyBounds), request_seconds(kLatencyBounds) {}
+ListenerStats::ListenerStats() : handshake_seconds(kLatencyBounds), request_seconds(kLatencyBounds) {}
 
 ListenerStats& Metrics::listener(const std::string& name) {
     auto it = listeners.find(name);
-    if (it == listeners.end()) it = listeners.emplace(name, std::make_unique<ListenerStats>(name)).first;
+    if (it == listeners.end()) it = listeners.emplace(name, std::make_unique<ListenerStats>()).first;
     return *it->second;
 }
 

@@ -32,8 +32,7 @@ private:
 };
 
 struct ListenerStats {
-    explicit ListenerStats(std::string n);
-    std::string name;
+    ListenerStats();
     uint64_t accepted = 0;
     uint64_t rejected = 0;  // over max_connections, or refused while draining
     int64_t active = 0;

@@ -91,12 +91,10 @@ std::optional<std::string> Listener::bind() {
         });
     }
     if (r != 0) return "cannot listen on " + runtime->cfg.listen.toString() + ": " + uv_strerror(r);
-    accepting_ = true;
     return std::nullopt;
 }
 
 void Listener::close() {
-    accepting_ = false;
     if (!inited_) {
         delete this;
         return;
@@ -289,9 +287,7 @@ void Server::closeOwnHandles() {
                            reinterpret_cast<uv_handle_t*>(&log_flush_)}) {
         uv_close(h, nullptr);
     }
-    for (uv_fs_event_t* w : watchers_)
-        uv_close(reinterpret_cast<uv_handle_t*>(w), [](uv_handle_t* h) noexcept { delete reinterpret_cast<uv_fs_event_t*>(h); });
-    watchers_.clear();
+    closeWatchers();
 }
 
 // ---- reload ----
@@ -318,6 +314,11 @@ std::string directoryOf(const std::string& path) {
     if (slash == std::string::npos) return ".";
     if (slash == 0) return "/";
     return path.substr(0, slash);
+}
+
+// Closes a watcher; it is freed in its close callback.
+void closeWatcher(uv_fs_event_t* w) {
+    uv_close(reinterpret_cast<uv_handle_t*>(w), [](uv_handle_t* h) noexcept { delete reinterpret_cast<uv_fs_event_t*>(h); });
 }
 
 // The serial numbers of the certificates a listener serves, for the reload log line.
@@ -380,10 +381,18 @@ void Server::refreshCertificateGauges() {
     }
 }
 
-void Server::watchCertificateFiles() {
-    for (uv_fs_event_t* w : watchers_)
-        uv_close(reinterpret_cast<uv_handle_t*>(w), [](uv_handle_t* h) noexcept { delete reinterpret_cast<uv_fs_event_t*>(h); });
+void Server::noteCertificatesReloaded(const ListenerRuntime& rt, const char* why) {
+    ++metrics_.cert_reloads_ok;
+    log_.info("certificates reloaded", {{"listener", rt.cfg.name}, {"reason", why}, {"serial", serials(rt)}});
+}
+
+void Server::closeWatchers() {
+    for (uv_fs_event_t* w : watchers_) closeWatcher(w);
     watchers_.clear();
+}
+
+void Server::watchCertificateFiles() {
+    closeWatchers();
     // Kubernetes updates a Secret volume by swapping a `..data` symlink in the directory, so the
     // directory is watched, not the file.
     std::set<std::string> dirs;
@@ -397,7 +406,7 @@ void Server::watchCertificateFiles() {
         if (r != 0) {
             log_.warn("cannot watch certificate directory; SIGHUP or cert_poll_interval still reload",
                       {{"directory", d}, {"error", uv_strerror(r)}});
-            uv_close(reinterpret_cast<uv_handle_t*>(w), [](uv_handle_t* h) noexcept { delete reinterpret_cast<uv_fs_event_t*>(h); });
+            closeWatcher(w);
             continue;
         }
         watchers_.push_back(w);
@@ -444,9 +453,7 @@ void Server::reloadCertificates(const char* why, bool force) {
         }
         l->runtime = rt;
         changed = true;
-        ++metrics_.cert_reloads_ok;
-        log_.info("certificates reloaded",
-                  {{"listener", cfg.name}, {"reason", why}, {"serial", serials(*rt)}});
+        noteCertificatesReloaded(*rt, why);
     }
     if (changed) refreshCertificateGauges();
 }
@@ -527,10 +534,7 @@ void Server::reloadConfig() {
         std::string fp = materialFingerprint(lc);
         auto known = fingerprints_.find(lc.name);
         if ((lc.tls || lc.upstream.tls) && known != fingerprints_.end() && known->second != fp) {
-            ++metrics_.cert_reloads_ok;
-            log_.info("certificates reloaded", {{"listener", lc.name},
-                                                {"reason", "SIGHUP"},
-                                                {"serial", serials(*runtimes[i])}});
+            noteCertificatesReloaded(*runtimes[i], "SIGHUP");
         }
         fingerprints[lc.name] = std::move(fp);
         if (std::find(fresh.begin(), fresh.end(), l) != fresh.end())

@@ -40,7 +40,6 @@ public:
     // Binds and listens; on failure returns a message.
     std::optional<std::string> bind();
     void close();  // stop accepting; the object is freed in the close callback
-    bool accepting() const { return accepting_; }
 
     std::shared_ptr<const ListenerRuntime> runtime;
     Server& server;
@@ -48,7 +47,6 @@ public:
 
 private:
     bool inited_ = false;
-    bool accepting_ = false;
 };
 
 class Server {
@@ -99,6 +97,8 @@ private:
     static void onReloadTimer(uv_timer_t* t) noexcept;
     static void onLoopIdle(uv_prepare_t* h) noexcept;
     void closeOwnHandles();
+    void closeWatchers();
+    void noteCertificatesReloaded(const ListenerRuntime& rt, const char* why);
 
     uv_loop_t* loop_;
     Logger& log_;

@@ -72,6 +72,7 @@ MbedContext::~MbedContext() {
     mbedtls_ssl_config_free(&conf_);
 }
 
+// Empty versions mean the defaults: TLS 1.2 to 1.3.
 bool MbedContext::setupCommon(int endpoint, const std::string& min_version,
                               const std::string& max_version, const std::vector<std::string>& alpn,
                               std::string* error) {
@@ -126,24 +127,27 @@ bool MbedContext::setupCommon(int endpoint, const std::string& min_version,
     return true;
 }
 
+// Loads a certificate and key and offers them as this side's own.
+bool MbedContext::addOwnPair(const KeyPairSource& source, std::string* error) {
+    auto pair = std::make_unique<KeyPair>();
+    if (!loadKeyPair(source, pair.get(), error)) return false;
+    int ret = mbedtls_ssl_conf_own_cert(&conf_, pair->chain.get(), pair->key.get());
+    if (ret != 0) {
+        *error = "cannot use certificate " + pair->source + ": " + mbedtlsErrorText(ret);
+        return false;
+    }
+    pairs_.push_back(std::move(pair));
+    return true;
+}
+
 std::shared_ptr<MbedContext> MbedContext::makeServer(std::shared_ptr<BackendState> backend,
                                                      const ServerOptions& options,
                                                      std::string* error) {
     std::shared_ptr<MbedContext> ctx(new MbedContext(std::move(backend), true));
-    if (!ctx->setupCommon(MBEDTLS_SSL_IS_SERVER,
-                          options.min_version.empty() ? "1.2" : options.min_version, "1.3",
-                          options.alpn, error))
+    if (!ctx->setupCommon(MBEDTLS_SSL_IS_SERVER, options.min_version, "", options.alpn, error))
         return nullptr;
     mbedtls_ssl_config* conf = &ctx->conf_;
-
-    auto pair = std::make_unique<KeyPair>();
-    if (!loadKeyPair(options.pair, pair.get(), error)) return nullptr;
-    int ret = mbedtls_ssl_conf_own_cert(conf, pair->chain.get(), pair->key.get());
-    if (ret != 0) {
-        *error = "cannot use certificate " + pair->source + ": " + mbedtlsErrorText(ret);
-        return nullptr;
-    }
-    ctx->pairs_.push_back(std::move(pair));
+    if (!ctx->addOwnPair(options.pair, error)) return nullptr;
 
     for (const SniCertificate& entry : options.sni) {
         auto sniPair = std::make_unique<KeyPair>();
@@ -209,9 +213,8 @@ std::shared_ptr<MbedContext> MbedContext::makeClient(std::shared_ptr<BackendStat
         *error = "server_name is required to verify the server certificate";
         return nullptr;
     }
-    if (!ctx->setupCommon(
-            MBEDTLS_SSL_IS_CLIENT, options.min_version.empty() ? "1.2" : options.min_version,
-            options.max_version.empty() ? "1.3" : options.max_version, options.alpn, error))
+    if (!ctx->setupCommon(MBEDTLS_SSL_IS_CLIENT, options.min_version, options.max_version,
+                          options.alpn, error))
         return nullptr;
     mbedtls_ssl_config* conf = &ctx->conf_;
     ctx->server_name_ = options.server_name;
@@ -224,14 +227,7 @@ std::shared_ptr<MbedContext> MbedContext::makeClient(std::shared_ptr<BackendStat
     const KeyPairSource& p = options.pair;
     if (!p.certificate_path.empty() || !p.certificate_pem.empty() || !p.private_key_path.empty() ||
         !p.private_key_pem.empty()) {
-        auto pair = std::make_unique<KeyPair>();
-        if (!loadKeyPair(p, pair.get(), error)) return nullptr;
-        int ret = mbedtls_ssl_conf_own_cert(conf, pair->chain.get(), pair->key.get());
-        if (ret != 0) {
-            *error = "cannot use certificate " + pair->source + ": " + mbedtlsErrorText(ret);
-            return nullptr;
-        }
-        ctx->pairs_.push_back(std::move(pair));
+        if (!ctx->addOwnPair(p, error)) return nullptr;
     }
 
     mbedtls_ssl_conf_session_tickets(conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);

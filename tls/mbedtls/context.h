@@ -60,6 +60,7 @@ private:
     };
 
     MbedContext(std::shared_ptr<BackendState> backend, bool server);
+    bool addOwnPair(const KeyPairSource& source, std::string* error);
     bool setupCommon(int endpoint, const std::string& min_version, const std::string& max_version,
                      const std::vector<std::string>& alpn, std::string* error);
     static int sniCallback(void* p, mbedtls_ssl_context* ssl, const unsigned char* name,
