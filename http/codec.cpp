@@ -46,6 +46,9 @@ bool equalsLower(std::string_view s, std::string_view lower) {
     return true;
 }
 
+// 1xx other than 101: no body, and the final response to the same request follows.
+bool isInterim(int status) { return status / 100 == 1 && status != 101; }
+
 // A CR that is not the start of a CRLF.
 bool hasBareCr(std::string_view head) {
     for (size_t i = head.find('\r'); i != std::string_view::npos; i = head.find('\r', i + 1)) {
@@ -151,11 +154,9 @@ struct Codec::Callbacks {
     static int responseHeaders(llhttp_t* p) noexcept {
         Codec* c = self(p);
         c->response_events_ |= kHeadersDone;
-        const int status = p->status_code;
-        const bool interim = status / 100 == 1 && status != 101;
         const bool head = c->pending_count_ > 0 && c->front().head_request;
         // 1 = no body: the message completes right here, where on_message_complete pauses.
-        if (interim || head) return 1;
+        if (isInterim(p->status_code) || head) return 1;
         return HPE_PAUSED;
     }
     static int responseComplete(llhttp_t* p) noexcept {
@@ -675,7 +676,7 @@ bool Codec::finishResponseHead() {
     }
     Pending& f = front();
     const int code = parser.status_code;
-    const bool interim = code / 100 == 1 && code != 101;
+    const bool interim = isInterim(code);
     const std::string_view head(response_head_);
     // llhttp ends a status line at a bare CR ("200 OK\r\rX: 1"); a client may read it as one
     // line, so a head is forwarded only if every CR in it starts a CRLF.

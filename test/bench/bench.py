@@ -33,15 +33,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
-
-
 def rss_kib(pids):
     total = 0
     for pid in pids:
@@ -53,13 +44,18 @@ def rss_kib(pids):
 
 
 def cpu_split(pids):
+    """(user, system) CPU seconds of the processes, from /proc/<pid>/stat."""
     user = system = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        user += int(fields[11])
-        system += int(fields[12])
+        user += int(fields[11])  # utime
+        system += int(fields[12])  # stime
     return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_split(pids))
 
 
 def pinned(cpu, argv):
@@ -195,8 +191,8 @@ def bench_cpu(args, tmp, cert, key, upstream):
                 proxy.stop()
             if not n or non2xx != "0" or sock_err != "none":
                 sys.exit(f"bench: {name} failed: requests={n} non-2xx={non2xx} socket errors={sock_err}\n{out}")
-            per = lambda sec: sec / n * 100000
-            runs[name].append((per(u1 - u0 + s1 - s0), per(u1 - u0), per(s1 - s0), n))
+            scale = 100000 / n
+            runs[name].append(((u1 - u0 + s1 - s0) * scale, (u1 - u0) * scale, (s1 - s0) * scale, n))
             print(f"  round {rnd + 1} {name:8s} requests={n:8d} cpu/100k={runs[name][-1][0]:5.2f}s "
                   f"(user {runs[name][-1][1]:4.2f}s, sys {runs[name][-1][2]:4.2f}s)  req/s={n / args.seconds:7.0f}")
     labels = {"sidecar": "sidecar, TLS + HTTP mode",

@@ -38,6 +38,7 @@ _spec = importlib.util.spec_from_file_location(
 _harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_harness)
 LogReader, wait_port, run = _harness.LogReader, _harness.wait_port, _harness.run
+stop_process = _harness.stop_process
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 BENCHMARK_NET = ipaddress.ip_network("198.18.0.0/15")
@@ -242,13 +243,8 @@ http {{
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, signal.SIGQUIT, timeout=10)
 
     def request_line(self, path, start=0):
         """nginx's access log line for GET path, awaited."""
@@ -295,13 +291,8 @@ log: {{ level: info, format: json }}
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
 
     def init_net(self, *args):
         r = self.pod.run(BIN, "init-net", *args, "-c", self.config)

@@ -48,6 +48,18 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=30):
+    """Sends sig to a running process, waits up to timeout, then kills it; returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def run(cmd, **kw):
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
@@ -154,14 +166,7 @@ class Proxy:
         self.proc.send_signal(sig)
 
     def stop(self, timeout=30):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, timeout=timeout) if self.proc else None
 
     def wait_exit(self, timeout=30):
         return self.proc.wait(timeout=timeout)
@@ -225,13 +230,7 @@ http {{
         return self
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT, timeout=10)
 
     def access_log(self):
         return (self.dir / "access.log").read_text()

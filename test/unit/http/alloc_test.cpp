@@ -8,6 +8,7 @@
 #include <string>
 
 #include "http/codec.h"
+#include "test/unit/http/harness.h"
 
 namespace {
 std::atomic<size_t> g_allocations{0};
@@ -24,12 +25,7 @@ void operator delete(void* p, size_t) noexcept { std::free(p); }
 using namespace sidecar::http;
 
 TEST_CASE("steady-state exchanges do not allocate") {
-    class Null final : public CodecEvents {
-    public:
-        size_t bytes = 0;
-        void sendUpstream(const uint8_t*, size_t n) override { bytes += n; }
-        void sendDownstream(const uint8_t*, size_t n) override { bytes += n; }
-    } sink;
+    test::ByteCounter sink;
     ConnectionFacts facts;
     facts.client_ip = "192.0.2.7";
     facts.client_cert = "Hash=abcd;Subject=\"CN=client\"";

@@ -14,6 +14,17 @@ namespace {
 
 const std::string kOk = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+// One request of request_bytes, forwarded as `forwarded` and answered with a 200 `response`.
+Outcome okExchange(const std::string& method, const std::string& target, size_t request_bytes,
+                   std::string forwarded, const std::string& response = kOk) {
+    Outcome o;
+    o.upstream = std::move(forwarded);
+    o.downstream = response;
+    o.events = {"request " + method + " " + target, "response 200",
+                complete(method, target, 200, request_bytes, response.size())};
+    return o;
+}
+
 }  // namespace
 
 // ---- streaming, keep-alive, framing -------------------------------------------------------
@@ -22,35 +33,24 @@ TEST_CASE("a GET is forwarded with forwarding headers and its response passes by
     const std::string request =
         "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n"
         "User-Agent: t\r\nAccept: */*\r\n\r\n";
-    Outcome expected;
-    expected.upstream =
+    const Outcome expected = okExchange("GET", "/index.html?q=1", request.size(),
         "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n"
         "User-Agent: t\r\nAccept: */*\r\n" +
-        xf("example.com") + "\r\n";
-    expected.downstream = kOk;
-    expected.events = {"request GET /index.html?q=1", "response 200",
-                       complete("GET", "/index.html?q=1", 200, request.size(), kOk.size())};
+        xf("example.com") + "\r\n");
     checkAllSplits({req(request), resp(kOk)}, expected);
 }
 
 TEST_CASE("empty lines before a request are dropped") {
     const std::string request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-    Outcome expected;
-    expected.upstream = "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") + "\r\n";
-    expected.downstream = kOk;
-    expected.events = {"request GET /", "response 200",
-                       complete("GET", "/", 200, request.size(), kOk.size())};
+    const Outcome expected = okExchange("GET", "/", request.size(),
+        "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") + "\r\n");
     checkAllSplits({req("\r\n\r\n" + request), resp(kOk)}, expected);
 }
 
 TEST_CASE("a Content-Length body is streamed as it arrives") {
     const std::string head = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n";
-    Outcome expected;
-    expected.upstream =
-        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n" + xf("a") + "\r\nhello world";
-    expected.downstream = kOk;
-    expected.events = {"request POST /upload", "response 200",
-                       complete("POST", "/upload", 200, head.size() + 11, kOk.size())};
+    const Outcome expected = okExchange("POST", "/upload", head.size() + 11,
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n" + xf("a") + "\r\nhello world");
     checkAllSplits({req(head + "hello"), req(" world"), resp(kOk)}, expected);
 
     SECTION("the body reaches the app before the request is complete") {
@@ -67,12 +67,8 @@ TEST_CASE("a Content-Length body is streamed as it arrives") {
 TEST_CASE("a chunked request with trailers is forwarded byte-exact") {
     const std::string head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
     const std::string body = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
-    Outcome expected;
-    expected.upstream =
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n" + xf("a") + "\r\n" + body;
-    expected.downstream = kOk;
-    expected.events = {"request POST /", "response 200",
-                       complete("POST", "/", 200, head.size() + body.size(), kOk.size())};
+    const Outcome expected = okExchange("POST", "/", head.size() + body.size(),
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n" + xf("a") + "\r\n" + body);
     checkAllSplits({req(head + body), resp(kOk)}, expected);
 }
 
@@ -165,19 +161,15 @@ TEST_CASE("an HTTP/1.0 client gets no 1xx, nor does anyone get a 1xx in an HTTP/
     const std::string ok10 = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
     SECTION("HTTP/1.0 request") {
         const std::string head = "GET / HTTP/1.0\r\nHost: a\r\n\r\n";
-        Outcome expected;
-        expected.upstream = "GET / HTTP/1.0\r\nHost: a\r\n" + xf("a") + "\r\n";
-        expected.downstream = ok10;
-        expected.events = {"request GET /", "response 200", complete("GET", "/", 200, head.size(), ok10.size())};
+        Outcome expected =
+            okExchange("GET", "/", head.size(), "GET / HTTP/1.0\r\nHost: a\r\n" + xf("a") + "\r\n", ok10);
         expected.closed_at = 1;
         checkAllSplits({req(head), resp(c100 + ok10)}, expected);
     }
     SECTION("HTTP/1.0 interim response") {
         const std::string head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        Outcome expected;
-        expected.upstream = "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") + "\r\n";
-        expected.downstream = kOk;
-        expected.events = {"request GET /", "response 200", complete("GET", "/", 200, head.size(), kOk.size())};
+        const Outcome expected =
+            okExchange("GET", "/", head.size(), "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") + "\r\n");
         checkAllSplits({req(head), resp("HTTP/1.0 100 Continue\r\n\r\n" + kOk)}, expected);
     }
 }
@@ -217,14 +209,10 @@ TEST_CASE("client-supplied forwarding headers are replaced, matched case-insensi
         "X-FORWARDED-PROTO: http\r\nAccept: */*\r\nX-Forwarded-Host: evil\r\n"
         "forwarded: for=1.2.3.4\r\nx-Forwarded-Client-Cert: By=spoofed\r\n"
         "X-Forwarded-Fort: kept\r\nCookie: a=b\r\n\r\n";
-    Outcome expected;
-    expected.upstream =
+    const Outcome expected = okExchange("GET", "/", request.size(),
         "GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n"
         "X-Forwarded-Fort: kept\r\nCookie: a=b\r\n" +
-        xf("example.com") + "\r\n";
-    expected.downstream = kOk;
-    expected.events = {"request GET /", "response 200",
-                       complete("GET", "/", 200, request.size(), kOk.size())};
+        xf("example.com") + "\r\n");
     checkAllSplits({req(request), resp(kOk)}, expected);
 }
 
@@ -233,12 +221,9 @@ TEST_CASE("X-Forwarded-Client-Cert carries the verified client certificate") {
     facts.client_cert = "Hash=abcd;Subject=\"CN=client\"";
     const std::string request =
         "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\r\n";
-    Outcome expected;
-    expected.upstream = "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") +
-                        "X-Forwarded-Client-Cert: Hash=abcd;Subject=\"CN=client\"\r\n\r\n";
-    expected.downstream = kOk;
-    expected.events = {"request GET /", "response 200",
-                       complete("GET", "/", 200, request.size(), kOk.size())};
+    const Outcome expected = okExchange("GET", "/", request.size(),
+        "GET / HTTP/1.1\r\nHost: a\r\n" + xf("a") +
+        "X-Forwarded-Client-Cert: Hash=abcd;Subject=\"CN=client\"\r\n\r\n");
     checkAllSplits({}, facts, {req(request), resp(kOk)}, expected);
 
     SECTION("control characters in injected values cannot break the head") {
@@ -290,13 +275,9 @@ TEST_CASE("mode None leaves forwarding headers alone but still owns X-Forwarded-
     const std::string request =
         "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n"
         "Forwarded: for=10.0.0.1\r\nX-Forwarded-Client-Cert: x\r\n\r\n";
-    Outcome expected;
-    expected.upstream =
+    const Outcome expected = okExchange("GET", "/", request.size(),
         "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n"
-        "Forwarded: for=10.0.0.1\r\n\r\n";
-    expected.downstream = kOk;
-    expected.events = {"request GET /", "response 200",
-                       complete("GET", "/", 200, request.size(), kOk.size())};
+        "Forwarded: for=10.0.0.1\r\n\r\n");
     checkAllSplits(options, defaultFacts(), {req(request), resp(kOk)}, expected);
 }
 
@@ -777,12 +758,7 @@ TEST_CASE("state queries follow the exchange") {
 
 // Not a correctness test: prints CPU time per proxied request. Run with `unit_http [.bench]`.
 TEST_CASE("codec cost per request", "[.bench]") {
-    class Null final : public CodecEvents {
-    public:
-        size_t bytes = 0;
-        void sendUpstream(const uint8_t*, size_t n) override { bytes += n; }
-        void sendDownstream(const uint8_t*, size_t n) override { bytes += n; }
-    } sink;
+    ByteCounter sink;
     Codec codec({}, defaultFacts(), sink);
     const std::string request =
         "GET /api/v1/items?id=42 HTTP/1.1\r\nHost: service.example.com\r\n"

@@ -67,6 +67,14 @@ public:
     void onUpgrade() override { out.events.push_back("upgrade"); }
 };
 
+// Keeps nothing of what the codec emits, only its size: for cost and allocation measurements.
+class ByteCounter final : public CodecEvents {
+public:
+    size_t bytes = 0;
+    void sendUpstream(const uint8_t*, size_t n) override { bytes += n; }
+    void sendDownstream(const uint8_t*, size_t n) override { bytes += n; }
+};
+
 inline ConnectionFacts defaultFacts() {
     ConnectionFacts f;
     f.client_ip = "192.0.2.7";
