@@ -35,11 +35,6 @@ LoadResult load(const std::string& text, const std::string& name, const Validato
     switch (detail::scanYaml(text, diagnostics)) {
         case detail::ScanResult::Unusable:
             break;
-        case detail::ScanResult::Empty:
-            diagnostics.add(Mark{},
-                            "the file has no settings; it needs at least a \"listeners\" "
-                            "list");
-            break;
         case detail::ScanResult::Document: {
             YAML::Node root;
             try {

@@ -111,8 +111,6 @@ class ScanHandler final : public YAML::EventHandler {
 public:
     explicit ScanHandler(Diagnostics& diagnostics) : diagnostics_(diagnostics) {}
 
-    int documents() const { return documents_; }
-
     void OnDocumentStart(const YAML::Mark& mark) override {
         if (++documents_ > 1) {
             diagnostics_.add(mark,
@@ -271,7 +269,7 @@ ScanResult scanYaml(const std::string& text, Diagnostics& diagnostics) {
         diagnostics.add(Mark{}, std::string("cannot parse the file: ") + e.what());
         return ScanResult::Unusable;
     }
-    return handler.documents() == 0 ? ScanResult::Empty : ScanResult::Document;
+    return ScanResult::Document;
 }
 
 }  // namespace sidecar::config::detail

@@ -13,8 +13,8 @@ inline constexpr uint64_t kMaxNodes = 100000;       // counting each alias as a 
 inline constexpr size_t kMaxFlowBytes = 64 * 1024;  // one [...] or {...} collection
 
 enum class ScanResult {
-    Document,  // one document that can be loaded (errors may still have been reported)
-    Empty,     // no document at all
+    Document,  // at most one document, to load (errors may still have been reported); an empty
+               // file loads as a null root, which the schema reports
     Unusable,  // a fatal problem was reported; do not load the text
 };
 
