@@ -1,5 +1,6 @@
 #include "core/connection.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/proxy_protocol.h"
@@ -35,6 +36,22 @@ Connection::Connection(Server& server, std::shared_ptr<const ListenerRuntime> ru
 
 Connection::~Connection() = default;
 
+const char* Connection::stateName(State s) {
+    switch (s) {
+        case State::FirstByte: return "first-byte";
+        case State::Handshake: return "handshake";
+        case State::Connecting: return "connecting";
+        case State::Relay: return "relay";
+        case State::Idle: return "idle";
+        case State::RequestHead: return "request-head";
+        case State::AwaitingResponse: return "awaiting-response";
+        case State::Transfer: return "transfer";
+        case State::Flushing: return "flushing";
+        case State::Closed: return "closed";
+    }
+    return "?";
+}
+
 bool Connection::accept(uv_stream_t* listener) {
     int r = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&sides_[kDown].tcp));
     if (r != 0) {
@@ -55,29 +72,207 @@ void Connection::start() {
     started_ms_ = uv_now(server_.loop());
     touch();
     if (rt_->server_tls) {
-        Side& d = sides_[kDown];
-        d.tls = rt_->server_tls->newSession();
-        d.handshaking = true;
-        arm(Deadline::Handshake, rt_->cfg.timeouts.handshake.count());
+        // The TLS session is allocated when the first byte shows a ClientHello.
+        enter(State::FirstByte);
+        updateReading(kDown);
+    } else if (rt_->cfg.protocol == config::Protocol::Http) {
+        startCodec();
+        enter(State::Idle);
         updateReading(kDown);
     } else {
-        startCodec();
         connectUpstream();
     }
 }
 
+// ---- states and deadlines ----
+
+void Connection::enter(State s) {
+    state_ = s;
+    state_since_ms_ = uv_now(server_.loop());
+    entered_completed_ = completed_;
+    rearm();
+}
+
+// HTTP mode: derives the state from where the codec stands, after a codec call has returned.
+void Connection::settle() {
+    if (!codec_ || state_ == State::Flushing || state_ == State::Closed) return;
+    if (!sides_[kUp].inited && !upstream_hold_.empty()) {
+        connectUpstream();
+        return;
+    }
+    if (state_ == State::Connecting || state_ == State::Handshake || state_ == State::FirstByte) return;
+    if (sides_[kDown].eof && !codec_->awaitingResponse()) {
+        closeAfterFlush("client finished");
+        return;
+    }
+    uint64_t now = uv_now(server_.loop());
+    if (codec_->awaitingRequestHead()) {
+        if (head_since_ms_ == 0) head_since_ms_ = now;
+    } else if (exchanges_ > 0) {
+        head_since_ms_ = 0;
+    }
+    State next = State::Idle;
+    switch (codec_->phase()) {
+        case http::Codec::Phase::Idle: next = State::Idle; break;
+        case http::Codec::Phase::RequestHead: next = State::RequestHead; break;
+        case http::Codec::Phase::RequestBody:
+        case http::Codec::Phase::Response: next = State::Transfer; break;
+        case http::Codec::Phase::AwaitingResponse: next = State::AwaitingResponse; break;
+        case http::Codec::Phase::Tunnel: next = State::Relay; break;
+        case http::Codec::Phase::Closed: closeAfterFlush("HTTP exchange ended the connection"); return;
+    }
+    // A completed exchange starts the next one's deadlines afresh, even in the same state.
+    if (next != state_ || completed_ != entered_completed_) {
+        enter(next);
+    } else {
+        rearm();
+    }
+}
+
+// Absolute loop time of the deadline the current state has armed (0 = none).
+uint64_t Connection::deadlineAt() const {
+    const config::Timeouts& t = rt_->cfg.timeouts;
+    const uint64_t idle = uint64_t(t.idle.count());
+    const uint64_t idle_at = idle != 0 ? last_activity_ms_ + idle : 0;
+    auto earliest = [](uint64_t a, uint64_t b) { return a == 0 ? b : (b == 0 ? a : std::min(a, b)); };
+    const uint64_t grace_at =
+        drain_since_ms_ != 0 ? std::max(drain_since_ms_, last_activity_ms_) + kDrainIdleGraceMs : 0;
+    switch (state_) {
+        case State::FirstByte:
+            return earliest(started_ms_ + uint64_t(t.handshake.count()), grace_at);
+        case State::Handshake:
+            return started_ms_ + uint64_t(t.handshake.count());
+        case State::Connecting:
+            return state_since_ms_ + uint64_t(rt_->cfg.upstream.connect_timeout.count());
+        case State::Relay:
+        case State::Transfer:
+            return idle_at;
+        case State::Idle:
+            // The first request head is due within the header timeout of the handshake.
+            return earliest(exchanges_ == 0 ? head_since_ms_ + uint64_t(t.header.count()) : idle_at,
+                            grace_at);
+        case State::RequestHead:
+            return head_since_ms_ + uint64_t(t.header.count());
+        case State::AwaitingResponse:
+            return earliest(state_since_ms_ + uint64_t(t.upstream_response.count()),
+                            head_since_ms_ != 0 ? head_since_ms_ + uint64_t(t.header.count()) : 0);
+        case State::Flushing:
+            return state_since_ms_ + kFlushTimeoutMs;
+        case State::Closed:
+            return 0;
+    }
+    return 0;
+}
+
+void Connection::rearm() {
+    if (state_ == State::Closed) return;
+    uint64_t next = deadlineAt();
+    if (next == 0) return;
+    // A timer already due no later than `next` stays: firing early only re-evaluates. This keeps
+    // the per-request path free of timer-heap updates.
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_at_ms_ <= next) return;
+    uint64_t now = uv_now(server_.loop());
+    armed_at_ms_ = next > now ? next : now;
+    uv_timer_start(&timer_, onTimer, next > now ? next - now : 0, 0);
+}
+
+void Connection::onTimer(uv_timer_t* t) noexcept {
+    auto* c = static_cast<Connection*>(t->data);
+    if (c->state_ == State::Closed) return;
+    uint64_t due = c->deadlineAt();
+    if (due != 0 && uv_now(c->server_.loop()) >= due) {
+        c->expire();
+        return;
+    }
+    c->rearm();
+}
+
+// The current state's deadline has passed.
+void Connection::expire() {
+    const config::Listener& cfg = rt_->cfg;
+    const uint64_t now = uv_now(server_.loop());
+    const bool drained = drain_since_ms_ != 0 &&
+                         now >= std::max(drain_since_ms_, last_activity_ms_) + kDrainIdleGraceMs;
+    switch (state_) {
+        case State::FirstByte:
+        case State::Handshake:
+            if (state_ == State::FirstByte && drained) {
+                close("draining");
+                return;
+            }
+            ++stats_.handshake_timeouts;
+            server_.log().info("TLS handshake timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
+            close("handshake timeout");
+            return;
+        case State::Connecting:
+            ++stats_.upstream_connect_timeouts;
+            server_.log().warn("upstream connect timeout",
+                               {{"listener", cfg.name},
+                                {"upstream", cfg.upstream.address.toString()},
+                                {"client", peer_ip_}});
+            upstreamFailed(504, "upstream connect timeout");
+            return;
+        case State::Idle:
+            if (drained) {
+                closeAfterFlush("draining");
+                return;
+            }
+            if (exchanges_ == 0) break;  // the first request head is late: 408
+            [[fallthrough]];
+        case State::Relay:
+        case State::Transfer:
+            ++stats_.idle_timeouts;
+            server_.log().debug("idle timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
+            close("idle timeout");
+            return;
+        case State::RequestHead:
+            break;
+        case State::AwaitingResponse:
+            if (head_since_ms_ != 0 && now >= head_since_ms_ + uint64_t(cfg.timeouts.header.count()))
+                break;
+            server_.log().warn("upstream response timeout", {{"listener", cfg.name},
+                                                             {"upstream", cfg.upstream.address.toString()},
+                                                             {"client", peer_ip_}});
+            codec_->localError(504);
+            closeAfterFlush("upstream response timeout");
+            return;
+        case State::Flushing:
+            close("flush timeout");
+            return;
+        case State::Closed:
+            return;
+    }
+    server_.log().info("request header timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
+    codec_->localError(408);
+    closeAfterFlush("request header timeout");
+}
+
 // ---- reading ----
+
+size_t Connection::room(SideId from) const {
+    const Side& to = sides_[1 - from];
+    // HTTP before the app's connection is opened: the codec needs the request head.
+    if (codec_ && from == kDown && !sides_[kUp].inited) return kReadSlack;
+    if (!ready(to) || to.shut || to.pending >= kHighWatermark) return 0;
+    return kHighWatermark - to.pending + kReadSlack;
+}
 
 void Connection::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
     auto* c = static_cast<Connection*>(h->data);
+    SideId id = reinterpret_cast<uv_tcp_t*>(h) == &c->sides_[kDown].tcp ? kDown : kUp;
+    size_t n = Server::kReadBufferSize;
+    // Once established, a read is sized to what the other side may still queue. libuv may
+    // allocate once more after reading was paused, so a read is never made empty.
+    if (!c->sides_[id].handshaking && c->state_ != State::FirstByte && c->state_ != State::Flushing)
+        n = std::clamp(c->room(id), kMinRead, Server::kReadBufferSize);
     buf->base = reinterpret_cast<char*>(c->server_.readBuffer());
-    buf->len = Server::kReadBufferSize;
+    buf->len = n;
 }
 
 void Connection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
     auto* c = static_cast<Connection*>(stream->data);
     SideId id = reinterpret_cast<uv_tcp_t*>(stream) == &c->sides_[kDown].tcp ? kDown : kUp;
-    if (c->closing_) return;
+    if (c->state_ == State::Closed) return;
     if (nread > 0) {
         c->handleRead(id, reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread));
     } else if (nread == UV_EOF) {
@@ -91,33 +286,46 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
     Side& s = sides_[id];
     touch();
     if (id == kDown) stats_.bytes_in += n;
-    if (flushing_) return;  // closing: what the client still sends is read and dropped
+    if (state_ == State::Flushing) return;  // closing: what the client still sends is read and dropped
+    if (id == kDown && state_ == State::FirstByte && !checkFirstByte(data[0])) return;
     if (!s.tls) {
         deliver(id, data, n);
         updateReading(id);
         return;
     }
-    if (id == kDown && first_read_) {
-        first_read_ = false;
-        // A TLS record starts with 0x16; an HTTP request with an upper-case method.
-        if (data[0] >= 'A' && data[0] <= 'Z') {
-            answerPlainHttp();
-            return;
-        }
-    }
     s.tls->feedCiphertext(data, n);
     if (s.handshaking) {
         driveHandshake(id);
-        if (closing_ || s.handshaking) return;
+        if (state_ == State::Closed || s.handshaking) return;
     }
     pump(id);
 }
 
-void Connection::answerPlainHttp() {
+// A TLS record starts with 0x16 (a handshake record); an HTTP request with an upper-case method.
+// Anything else is neither, and is refused before any TLS state exists.
+bool Connection::checkFirstByte(uint8_t byte) {
+    if (byte == 0x16) {
+        Side& d = sides_[kDown];
+        d.tls = rt_->server_tls->newSession();
+        d.handshaking = true;
+        enter(State::Handshake);
+        return true;
+    }
     ++stats_.handshakes_failed;
+    if (byte >= 'A' && byte <= 'Z') {
+        answerPlainHttp();
+        return false;
+    }
+    server_.log().info("TLS handshake failed", {{"listener", rt_->cfg.name},
+                                                {"client", peer_ip_},
+                                                {"error", "the client did not send a TLS ClientHello"}});
+    close("not TLS");
+    return false;
+}
+
+void Connection::answerPlainHttp() {
     server_.log().info("client sent plain HTTP to a TLS port",
                        {{"listener", rt_->cfg.name}, {"client", peer_ip_}});
-    sides_[kDown].tls.reset();
     writeRaw(kDown, reinterpret_cast<const uint8_t*>(kPlainHttpAnswer), sizeof kPlainHttpAnswer - 1);
     closeAfterFlush("plain HTTP on a TLS port");
 }
@@ -126,7 +334,7 @@ void Connection::driveHandshake(SideId id) {
     Side& s = sides_[id];
     tls::Result r = s.tls->handshake();
     flushCiphertext(id);
-    if (closing_) return;
+    if (state_ == State::Closed) return;
     switch (r) {
         case tls::Result::Ok:
             s.handshaking = false;
@@ -143,40 +351,43 @@ void Connection::driveHandshake(SideId id) {
                 server_.log().info("TLS handshake failed", {{"listener", rt_->cfg.name},
                                                             {"client", peer_ip_},
                                                             {"error", s.tls->error()}});
-            } else {
-                ++stats_.upstream_connect_failures;
-                server_.log().warn("upstream TLS handshake failed",
-                                   {{"listener", rt_->cfg.name},
-                                    {"upstream", rt_->cfg.upstream.address.toString()},
-                                    {"error", s.tls->error()}});
-                if (codec_) {
-                    failUpstreamEarly(502);
-                    return;
-                }
+                close("TLS handshake failed");
+                return;
             }
-            close("TLS handshake failed");
+            ++stats_.upstream_connect_failures;
+            server_.log().warn("upstream TLS handshake failed",
+                               {{"listener", rt_->cfg.name},
+                                {"upstream", rt_->cfg.upstream.address.toString()},
+                                {"error", s.tls->error()}});
+            upstreamFailed(502, "upstream TLS handshake failed");
             return;
     }
 }
 
 void Connection::onHandshakeDone(SideId id) {
-    const tls::SessionInfo& info = sides_[id].tls->info();
-    if (id == kDown) {
-        int v = versionIndex(info.version);
-        ++stats_.handshakes_ok[v];
-        if (info.resumed) ++stats_.handshakes_resumed[v];
-        stats_.handshake_seconds.observe(double(uv_now(server_.loop()) - started_ms_) / 1000.0);
-        server_.log().debug("TLS handshake done", {{"listener", rt_->cfg.name},
-                                                   {"client", peer_ip_},
-                                                   {"version", info.version},
-                                                   {"cipher", info.cipher},
-                                                   {"sni", info.sni},
-                                                   {"alpn", info.alpn}});
-        startCodec();
-        connectUpstream();
-    } else {
+    if (id == kUp) {
         onUpstreamReady();
+        return;
     }
+    const tls::SessionInfo& info = sides_[kDown].tls->info();
+    int v = versionIndex(info.version);
+    ++stats_.handshakes_ok[v];
+    if (info.resumed) ++stats_.handshakes_resumed[v];
+    stats_.handshake_seconds.observe(double(uv_now(server_.loop()) - started_ms_) / 1000.0);
+    server_.log().debug("TLS handshake done", {{"listener", rt_->cfg.name},
+                                               {"client", peer_ip_},
+                                               {"version", info.version},
+                                               {"cipher", info.cipher},
+                                               {"sni", info.sni},
+                                               {"alpn", info.alpn}});
+    startCodec();
+    if (!codec_) {
+        connectUpstream();
+        return;
+    }
+    enter(State::Idle);
+    updateReading(kDown);
+    pump(kDown);  // a request may have arrived with the client's last handshake flight
 }
 
 void Connection::connectUpstream() {
@@ -188,22 +399,38 @@ void Connection::connectUpstream() {
     }
     u.inited = true;
     ++closes_pending_;
+    enter(State::Connecting);
     r = uv_tcp_connect(&connect_req_, &u.tcp, reinterpret_cast<const sockaddr*>(&rt_->upstream),
                        onConnect);
     if (r != 0) {
         ++stats_.upstream_connect_failures;
-        fail("upstream connect failed", uv_strerror(r));
+        server_.log().warn("upstream connect failed",
+                           {{"listener", rt_->cfg.name},
+                            {"upstream", rt_->cfg.upstream.address.toString()},
+                            {"client", peer_ip_},
+                            {"error", uv_strerror(r)}});
+        upstreamFailed(502, "upstream connect failed");
         return;
     }
-    arm(Deadline::Connect, rt_->cfg.upstream.connect_timeout.count());
-    // Until the upstream is ready, plaintext stays inside the client's TLS session.
+    // Until the upstream is ready, the client is not read (TLS plaintext stays in the session).
     updateReading(kDown);
+}
+
+// The upstream cannot be reached. In HTTP mode a request is waiting for it (the connection is
+// opened for one), so the client is answered; in TCP mode the connection just closes.
+void Connection::upstreamFailed(int status, const char* reason) {
+    if (codec_) {
+        codec_->localError(status);
+        closeAfterFlush(reason);
+        return;
+    }
+    close(reason);
 }
 
 void Connection::onConnect(uv_connect_t* req, int status) noexcept {
     auto* c = static_cast<Connection*>(req->data);
-    // upstream_failed_: the connect timed out and the client is being answered.
-    if (status == UV_ECANCELED || c->closing_ || c->upstream_failed_ != 0) return;
+    // Flushing: the connect timed out and the client is being answered.
+    if (status == UV_ECANCELED || c->state_ == State::Closed || c->state_ == State::Flushing) return;
     if (status != 0) {
         ++c->stats_.upstream_connect_failures;
         c->server_.log().warn("upstream connect failed",
@@ -211,11 +438,7 @@ void Connection::onConnect(uv_connect_t* req, int status) noexcept {
                                {"upstream", c->rt_->cfg.upstream.address.toString()},
                                {"client", c->peer_ip_},
                                {"error", uv_strerror(status)}});
-        if (c->codec_) {
-            c->failUpstreamEarly(502);
-            return;
-        }
-        c->close("upstream connect failed");
+        c->upstreamFailed(502, "upstream connect failed");
         return;
     }
     Side& u = c->sides_[kUp];
@@ -243,8 +466,20 @@ void Connection::sendProxyHeader(int version) {
 }
 
 void Connection::onUpstreamReady() {
-    deadline_ = Deadline::Open;
-    rearmOpen();
+    if (!upstream_hold_.empty()) {
+        Bytes held = std::move(upstream_hold_);
+        upstream_hold_ = Bytes();
+        send(kUp, held.data(), held.size());
+        server_.buffers().put(std::move(held));
+        if (state_ == State::Closed) return;
+    }
+    if (codec_) {
+        state_ = State::Idle;  // left Connecting; settle() names the real state
+        settle();
+    } else {
+        enter(State::Relay);
+    }
+    if (state_ == State::Closed || state_ == State::Flushing) return;
     updateReading(kUp);
     updateReading(kDown);
     if (sides_[kDown].tls) pump(kDown);
@@ -255,12 +490,12 @@ void Connection::onUpstreamReady() {
 void Connection::pump(SideId id) {
     Side& s = sides_[id];
     if (!s.tls || s.handshaking) return;
-    Side& o = other(id);
     uint8_t* buf = server_.plainBuffer();
-    while (!closing_ && !s.eof && !flushing_ &&
-           ((ready(o) && o.pending < kHighWatermark) || (id == kDown && upstream_failed_ != 0))) {
+    while (state_ != State::Closed && state_ != State::Flushing && !s.eof) {
+        size_t cap = std::min(room(id), Server::kPlainBufferSize);
+        if (cap == 0) break;
         size_t n = 0;
-        tls::Result r = s.tls->readPlain(buf, Server::kPlainBufferSize, &n);
+        tls::Result r = s.tls->readPlain(buf, cap, &n);
         if (r == tls::Result::Ok) {
             if (n > 0) deliver(id, buf, n);
             continue;
@@ -277,14 +512,14 @@ void Connection::pump(SideId id) {
         }
         break;  // WantRead / WantWrite
     }
-    if (closing_) return;
+    if (state_ == State::Closed) return;
     flushCiphertext(id);  // session tickets, key updates
     updateReading(id);
 }
 
 void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
     if (!codec_ || codec_->tunneling()) {
-        sendTo(from == kDown ? kUp : kDown, p, n);
+        send(from == kDown ? kUp : kDown, p, n);
         return;
     }
     // What one feed produces for a side leaves as one write (one TLS record): a rewritten head
@@ -295,7 +530,7 @@ void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
     for (SideId id : {kUp, kDown}) {
         Bytes& b = batch_[id];
         if (b.empty()) continue;
-        sendTo(id, b.data(), b.size());
+        send(id, b.data(), b.size());
         server_.buffers().put(std::move(b));
         b = Bytes();
     }
@@ -303,7 +538,7 @@ void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
         closeAfterFlush("HTTP exchange ended the connection");
         return;
     }
-    if (from == kDown) afterRequestFeed();
+    settle();
 }
 
 // ---- HTTP mode ----
@@ -324,9 +559,9 @@ void Connection::startCodec() {
     f.proto = d.tls ? "https" : "http";
     if (d.tls && cfg.http.client_cert_header) f.client_cert = clientCertHeader();
     codec_ = std::make_unique<http::Codec>(o, f, static_cast<http::CodecEvents&>(*this));
-    request_started_ms_.reserve(4);
-    // The first request head must arrive within the header timeout too.
-    header_deadline_ms_ = uv_now(server_.loop()) + uint64_t(cfg.timeouts.header.count());
+    if (drain_since_ms_ != 0) codec_->setDraining();
+    // The first request head must arrive within the header timeout of this moment.
+    head_since_ms_ = uv_now(server_.loop());
 }
 
 // X-Forwarded-Client-Cert in the common Hash/Subject/URI/DNS form, for a verified client.
@@ -346,46 +581,13 @@ std::string Connection::clientCertHeader() const {
     return v;
 }
 
-// The upstream cannot be reached. Nothing has been read from the client yet (it is read only
-// once the upstream is ready), so no answer is owed: read the first request head so that it
-// gets the 502/504 instead of a silent close. A request already forwarded is answered now.
-void Connection::failUpstreamEarly(int status) {
-    if (codec_->awaitingResponse()) {
-        codec_->localError(status);
-        closeAfterFlush("upstream unavailable");
-        return;
-    }
-    upstream_failed_ = status;
-    deadline_ = Deadline::Open;
-    rearmOpen();
-    updateReading(kUp);  // after a failed TLS origination: nothing more to read there
-    updateReading(kDown);
-    if (sides_[kDown].tls) pump(kDown);
-}
+void Connection::sendUpstream(const uint8_t* p, size_t n) { collect(kUp, p, n); }
 
-void Connection::afterRequestFeed() {
-    if (!codec_ || closing_) return;
-    if (upstream_failed_ != 0 && codec_->awaitingResponse()) {
-        codec_->localError(upstream_failed_);
-        closeAfterFlush("upstream unavailable");
-        return;
-    }
-    uint64_t now = uv_now(server_.loop());
-    if (codec_->awaitingRequestHead()) {
-        if (header_deadline_ms_ == 0) header_deadline_ms_ = now + uint64_t(rt_->cfg.timeouts.header.count());
-    } else {
-        header_deadline_ms_ = 0;
-    }
-    if (deadline_ == Deadline::Open) rearmOpen();
-}
+void Connection::sendDownstream(const uint8_t* p, size_t n) { collect(kDown, p, n); }
 
-void Connection::sendUpstream(const uint8_t* p, size_t n) { emit(kUp, p, n); }
-
-void Connection::sendDownstream(const uint8_t* p, size_t n) { emit(kDown, p, n); }
-
-void Connection::emit(SideId to, const uint8_t* p, size_t n) {
+void Connection::collect(SideId to, const uint8_t* p, size_t n) {
     if (!batching_) {
-        sendTo(to, p, n);
+        send(to, p, n);
         return;
     }
     Bytes& b = batch_[to];
@@ -394,18 +596,13 @@ void Connection::emit(SideId to, const uint8_t* p, size_t n) {
 }
 
 void Connection::onRequestHead(const http::Exchange&) {
-    uint64_t now = uv_now(server_.loop());
-    request_started_ms_.push_back(now);
-    if (response_deadline_ms_ == 0)
-        response_deadline_ms_ = now + uint64_t(rt_->cfg.timeouts.upstream_response.count());
+    request_started_ms_.push_back(uv_now(server_.loop()));
+    ++exchanges_;
 }
 
-void Connection::onResponseHead(const http::Exchange& ex) {
+void Connection::onResponseHead(const http::Exchange&) {
     response_head_ms_ = uv_now(server_.loop());
     touch();
-    // 1xx heads are followed by the real one; the deadline is met either way.
-    response_deadline_ms_ = 0;
-    rearmOpen();
 }
 
 void Connection::onExchangeComplete(const http::Exchange& ex) {
@@ -415,100 +612,61 @@ void Connection::onExchangeComplete(const http::Exchange& ex) {
         started = request_started_ms_.front();
         request_started_ms_.erase(request_started_ms_.begin());
     }
+    ++completed_;
     ++stats_.http_requests[ex.status >= 100 && ex.status < 600 ? ex.status / 100 : 0];
     if (ex.local) ++stats_.http_local_responses;
     stats_.request_seconds.observe(double(now - started) / 1000.0);
-    if (rt_->cfg.http.access_log) {
-        const tls::SessionInfo* info = sides_[kDown].tls ? &sides_[kDown].tls->info() : nullptr;
-        int64_t upstream_ms = ex.local || response_head_ms_ < started ? -1 : int64_t(response_head_ms_ - started);
-        server_.log().access({{"listener", rt_->cfg.name},
-                              {"client", peer_ip_},
-                              {"method", ex.method},
-                              {"path", ex.target},
-                              {"status", ex.status},
-                              {"bytes_in", ex.request_bytes},
-                              {"bytes_out", ex.response_bytes},
-                              {"duration_ms", int64_t(now - started)},
-                              {"upstream_ms", upstream_ms},
-                              {"tls_version", info ? info->version : ""},
-                              {"sni", info ? info->sni : ""},
-                              {"alpn", info ? info->alpn : ""}});
-    }
-    if (codec_ && codec_->awaitingResponse() && response_deadline_ms_ == 0)
-        response_deadline_ms_ = now + uint64_t(rt_->cfg.timeouts.upstream_response.count());
-    if (sides_[kDown].eof && codec_ && !codec_->awaitingResponse()) {
-        closeAfterFlush("client finished");
-        return;
-    }
-    rearmOpen();
+    if (!rt_->cfg.http.access_log) return;
+    const tls::SessionInfo* info = sides_[kDown].tls ? &sides_[kDown].tls->info() : nullptr;
+    int64_t upstream_ms = ex.local || response_head_ms_ < started ? -1 : int64_t(response_head_ms_ - started);
+    server_.log().access({{"listener", rt_->cfg.name},
+                          {"client", peer_ip_},
+                          {"method", ex.method},
+                          {"path", ex.target},
+                          {"status", ex.status},
+                          {"bytes_in", ex.request_bytes},
+                          {"bytes_out", ex.response_bytes},
+                          {"duration_ms", int64_t(now - started)},
+                          {"upstream_ms", upstream_ms},
+                          {"tls_version", info ? info->version : ""},
+                          {"sni", info ? info->sni : ""},
+                          {"alpn", info ? info->alpn : ""}});
 }
 
-void Connection::onUpgrade() {
-    header_deadline_ms_ = 0;
-    response_deadline_ms_ = 0;
-}
-
-void Connection::rearmOpen() {
-    if (closing_ || deadline_ != Deadline::Open) return;
-    uint64_t next = 0;
-    auto consider = [&next](uint64_t at) {
-        if (at != 0 && (next == 0 || at < next)) next = at;
-    };
-    // While a response head is awaited its own deadline governs; otherwise the idle one.
-    uint64_t idle = uint64_t(rt_->cfg.timeouts.idle.count());
-    if (idle != 0 && response_deadline_ms_ == 0) consider(last_activity_ms_ + idle);
-    consider(header_deadline_ms_);
-    consider(response_deadline_ms_);
-    // A timer already due no later than `next` stays: firing early only re-evaluates. This keeps
-    // the per-request path free of timer-heap updates.
-    if (next == 0) return;
-    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_at_ms_ <= next) return;
-    uint64_t now = uv_now(server_.loop());
-    armed_at_ms_ = next > now ? next : now;
-    uv_timer_start(&timer_, onTimer, next > now ? next - now : 0, 0);
-}
-
-void Connection::onOpenTimer() {
-    uint64_t now = uv_now(server_.loop());
-    const config::Listener& cfg = rt_->cfg;
-    if (codec_ && header_deadline_ms_ != 0 && now >= header_deadline_ms_) {
-        server_.log().info("request header timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
-        codec_->localError(408);
-        closeAfterFlush("request header timeout");
-        return;
-    }
-    if (codec_ && response_deadline_ms_ != 0 && now >= response_deadline_ms_) {
-        server_.log().warn("upstream response timeout", {{"listener", cfg.name},
-                                                         {"upstream", cfg.upstream.address.toString()},
-                                                         {"client", peer_ip_}});
-        codec_->localError(504);
-        closeAfterFlush("upstream response timeout");
-        return;
-    }
-    uint64_t idle = uint64_t(cfg.timeouts.idle.count());
-    if (idle != 0 && response_deadline_ms_ == 0 && now - last_activity_ms_ >= idle) {
-        ++stats_.idle_timeouts;
-        server_.log().debug("idle timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
-        close("idle timeout");
-        return;
-    }
-    rearmOpen();
-}
-
-void Connection::sendTo(SideId to, const uint8_t* p, size_t n) {
+void Connection::send(SideId to, const uint8_t* p, size_t n) {
     Side& s = sides_[to];
-    if (closing_ || s.shut) return;
-    if (to == kUp && upstream_failed_ != 0) return;  // the request is answered locally
-    if (s.tls) {
+    if (state_ == State::Closed || s.shut || n == 0) return;
+    if (to == kUp) {
+        if (state_ == State::Flushing) return;  // the client is being answered locally
+        if (!ready(s)) {
+            // The app's connection is being opened for this request; bounded by one feed.
+            if (upstream_hold_.capacity() == 0) upstream_hold_ = server_.buffers().get();
+            upstream_hold_.insert(upstream_hold_.end(), p, p + n);
+            return;
+        }
+    }
+    if (!s.tls) {
+        writeRaw(to, p, n);
+        return;
+    }
+    // A backend may take part of the bytes, or ask for its ciphertext to be taken first.
+    size_t off = 0;
+    int stalls = 0;
+    while (off < n) {
         size_t written = 0;
-        tls::Result r = s.tls->writePlain(p, n, &written);
+        tls::Result r = s.tls->writePlain(p + off, n - off, &written);
+        off += written;
         if (r == tls::Result::Error) {
+            flushCiphertext(to);
             fail("TLS write failed", s.tls->error());
             return;
         }
         flushCiphertext(to);
-    } else {
-        writeRaw(to, p, n);
+        if (state_ == State::Closed) return;
+        if (written == 0 && (r != tls::Result::WantWrite || ++stalls > 4)) {
+            fail("TLS write failed", "the TLS session took no bytes");
+            return;
+        }
     }
 }
 
@@ -516,7 +674,7 @@ void Connection::sendTo(SideId to, const uint8_t* p, size_t n) {
 
 void Connection::flushCiphertext(SideId id) {
     Side& s = sides_[id];
-    if (!s.tls || !s.tls->hasCiphertext() || closing_) return;
+    if (!s.tls || !s.tls->hasCiphertext() || state_ == State::Closed) return;
     Bytes out = server_.buffers().get();
     s.tls->takeCiphertext(out);
     writeOwned(id, std::move(out));
@@ -537,7 +695,7 @@ std::optional<size_t> Connection::writeNow(SideId id, const uint8_t* p, size_t n
 }
 
 void Connection::writeRaw(SideId id, const uint8_t* p, size_t n) {
-    if (closing_ || n == 0) return;
+    if (state_ == State::Closed || n == 0) return;
     std::optional<size_t> sent = writeNow(id, p, n);
     if (!sent || *sent == n) return;
     WriteReq* w = server_.writeReqs().get();
@@ -548,7 +706,7 @@ void Connection::writeRaw(SideId id, const uint8_t* p, size_t n) {
 
 void Connection::writeOwned(SideId id, Bytes&& bytes) {
     std::optional<size_t> sent;
-    if (!closing_ && !bytes.empty()) sent = writeNow(id, bytes.data(), bytes.size());
+    if (state_ != State::Closed && !bytes.empty()) sent = writeNow(id, bytes.data(), bytes.size());
     if (!sent || *sent == bytes.size()) {
         server_.buffers().put(std::move(bytes));
         return;
@@ -582,7 +740,7 @@ void Connection::onWrite(uv_write_t* req, int status) noexcept {
     auto id = static_cast<SideId>(w->side);
     c->sides_[id].pending -= w->size;
     c->server_.writeReqs().put(w, c->server_.buffers());
-    if (c->closing_) return;
+    if (c->state_ == State::Closed) return;
     if (status != 0) {
         c->fail(id == kDown ? "client write error" : "upstream write error", uv_strerror(status));
         return;
@@ -608,20 +766,22 @@ void Connection::onEof(SideId id) {
     if (s.eof) return;
     s.eof = true;
     updateReading(id);
-    if (id == kDown && s.handshaking) {
+    if (id == kDown && (state_ == State::FirstByte || s.handshaking)) {
         if (s.tls) ++stats_.handshakes_failed;
         close("client closed during the TLS handshake");
         return;
     }
-    if (flushing_) {
+    if (state_ == State::Flushing) {
         if (id == kDown) close("client closed");
         return;
     }
     if (codec_ && !codec_->tunneling()) {
         http::Status st = id == kDown ? codec_->requestEof() : codec_->responseEof();
-        // A client that half-closes after its requests still gets their responses.
-        if (st == http::Status::Close || id == kUp || !codec_->awaitingResponse())
+        if (st == http::Status::Close || id == kUp) {
             closeAfterFlush(id == kDown ? "client finished" : "upstream closed");
+            return;
+        }
+        settle();  // a client that half-closes after its requests still gets their responses
         return;
     }
     SideId to = id == kDown ? kUp : kDown;
@@ -635,12 +795,12 @@ void Connection::onEof(SideId id) {
 
 void Connection::shutdownSide(SideId id) {
     Side& s = sides_[id];
-    if (s.shut || closing_ || !s.connected) return;
+    if (s.shut || state_ == State::Closed || !s.connected) return;
     s.shut = true;
     if (s.tls && !s.handshaking) {
         s.tls->shutdown();
         flushCiphertext(id);
-        if (closing_) return;
+        if (state_ == State::Closed) return;
     }
     s.shutdown_req.data = this;
     int r = uv_shutdown(&s.shutdown_req, reinterpret_cast<uv_stream_t*>(&s.tcp), onShutdown);
@@ -652,10 +812,10 @@ void Connection::shutdownSide(SideId id) {
 
 void Connection::onShutdown(uv_shutdown_t* req, int status) noexcept {
     auto* c = static_cast<Connection*>(req->data);
-    if (status == UV_ECANCELED || c->closing_) return;
+    if (status == UV_ECANCELED || c->state_ == State::Closed) return;
     SideId id = req == &c->sides_[kDown].shutdown_req ? kDown : kUp;
     c->sides_[id].shut_done = true;
-    if (c->flushing_ && id == kDown) {
+    if (c->state_ == State::Flushing && id == kDown) {
         // Everything is sent; wait for the client to close so that its unread bytes do not
         // turn our close into a reset that could destroy the answer in flight.
         if (c->sides_[kDown].eof) c->close("flushed");
@@ -665,31 +825,31 @@ void Connection::onShutdown(uv_shutdown_t* req, int status) noexcept {
 }
 
 void Connection::maybeFinish() {
-    if (closing_) return;
+    if (state_ == State::Closed) return;
     const Side& d = sides_[kDown];
     const Side& u = sides_[kUp];
     if (d.eof && u.eof && d.shut_done && u.shut_done) close("done");
 }
 
-// Sends what is queued for the client, then closes (used after a local answer).
+// Sends what is queued for the client, then closes (after a local answer, or to end a
+// connection that may have requests on the way).
 void Connection::closeAfterFlush(const char* reason) {
-    if (closing_ || flushing_) return;
-    flushing_ = true;
+    if (state_ == State::Closed || state_ == State::Flushing) return;
     server_.log().debug("closing after flush", {{"reason", reason}});
+    // A client that neither reads its answer nor closes gets a few seconds, not forever.
+    enter(State::Flushing);
     Side& d = sides_[kDown];
     if (sides_[kUp].reading) {
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&sides_[kUp].tcp));
         sides_[kUp].reading = false;
     }
     updateReading(kDown);
-    // A client that neither reads its answer nor closes gets a few seconds, not forever.
-    arm(Deadline::Flush, 5000);
     if (!d.shut) shutdownSide(kDown);
     if (d.eof || (d.shut && !d.connected)) close(reason);
 }
 
 void Connection::fail(const char* what, const char* detail) {
-    if (closing_) return;
+    if (state_ == State::Closed) return;
     server_.log().debug("connection error", {{"listener", rt_->cfg.name},
                                              {"client", peer_ip_},
                                              {"error", what},
@@ -698,11 +858,12 @@ void Connection::fail(const char* what, const char* detail) {
 }
 
 void Connection::close(const char* reason) {
-    if (closing_) return;
-    closing_ = true;
+    if (state_ == State::Closed) return;
     server_.log().debug("connection closed", {{"listener", rt_->cfg.name},
                                               {"client", peer_ip_},
+                                              {"state", stateName(state_)},
                                               {"reason", reason}});
+    state_ = State::Closed;
     if (counted_) {
         --stats_.active;
         counted_ = false;
@@ -720,35 +881,30 @@ void Connection::onClose(uv_handle_t* h) noexcept {
     if (--c->closes_pending_ == 0) delete c;
 }
 
+// Draining: HTTP exchanges in flight finish and their responses carry Connection: close; a
+// request that arrives on an idle keep-alive connection is still served the same way; a
+// connection that stays idle for kDrainIdleGraceMs is closed. TCP relays and handshakes
+// finish on their own or at the drain deadline.
 void Connection::onDrain() {
-    // TCP connections finish on their own or at the drain deadline. Connections still in
-    // their handshake can go now; HTTP ones finish their exchange and answer with
-    // Connection: close.
-    if (sides_[kDown].handshaking) {
-        close("draining");
-        return;
-    }
-    if (codec_ && !codec_->tunneling()) {
-        codec_->setDraining();
-        if (codec_->idleBetweenRequests() && !codec_->awaitingResponse()) closeAfterFlush("draining");
-    }
+    if (state_ == State::Closed) return;
+    drain_since_ms_ = uv_now(server_.loop());
+    if (codec_ && !codec_->tunneling()) codec_->setDraining();
+    rearm();
 }
 
-// ---- flow control and timers ----
+// ---- flow control ----
 
 bool Connection::wantRead(SideId id) const {
     const Side& s = sides_[id];
-    if (closing_ || s.eof || !s.connected) return false;
-    if (flushing_) return id == kDown;  // lingering: drain what the client still sends
-    if (upstream_failed_ != 0) return id == kDown;  // only the request head, to answer it
-    if (s.handshaking) return true;
-    const Side& o = sides_[1 - id];
-    return ready(o) && !o.shut && o.pending < kHighWatermark;
+    if (state_ == State::Closed || s.eof || !s.connected) return false;
+    if (state_ == State::Flushing) return id == kDown;  // lingering: drain what the client still sends
+    if (s.handshaking || (id == kDown && state_ == State::FirstByte)) return true;
+    return room(id) > 0;
 }
 
 void Connection::updateReading(SideId id) {
     Side& s = sides_[id];
-    if (!s.inited || closing_) return;
+    if (!s.inited || state_ == State::Closed) return;
     bool want = wantRead(id);
     if (want == s.reading) return;
     auto* stream = reinterpret_cast<uv_stream_t*>(&s.tcp);
@@ -765,44 +921,5 @@ void Connection::updateReading(SideId id) {
 }
 
 void Connection::touch() { last_activity_ms_ = uv_now(server_.loop()); }
-
-void Connection::arm(Deadline d, uint64_t ms) {
-    deadline_ = d;
-    armed_at_ms_ = uv_now(server_.loop()) + ms;
-    uv_timer_start(&timer_, onTimer, ms, 0);
-}
-
-void Connection::onTimer(uv_timer_t* t) noexcept {
-    auto* c = static_cast<Connection*>(t->data);
-    if (c->closing_) return;
-    const auto& cfg = c->rt_->cfg;
-    switch (c->deadline_) {
-        case Deadline::Handshake:
-            ++c->stats_.handshake_timeouts;
-            c->server_.log().info("TLS handshake timeout", {{"listener", cfg.name}, {"client", c->peer_ip_}});
-            c->close("handshake timeout");
-            return;
-        case Deadline::Connect:
-            ++c->stats_.upstream_connect_timeouts;
-            c->server_.log().warn("upstream connect timeout",
-                                  {{"listener", cfg.name},
-                                   {"upstream", cfg.upstream.address.toString()},
-                                   {"client", c->peer_ip_}});
-            if (c->codec_) {
-                c->failUpstreamEarly(504);
-                return;
-            }
-            c->close("upstream connect timeout");
-            return;
-        case Deadline::Open:
-            c->onOpenTimer();
-            return;
-        case Deadline::Flush:
-            c->close("flush timeout");
-            return;
-        case Deadline::None:
-            return;
-    }
-}
 
 }  // namespace sidecar::core

@@ -3,12 +3,26 @@
 // owns both sockets, its timer, its TLS sessions and its HTTP codec, and is freed only after
 // every libuv handle it owns has delivered its close callback.
 //
+// State and deadlines: a connection is always in exactly one State, and the one deadline armed
+// follows from it (deadlineAt()): the handshake deadline until the client's handshake is done,
+// the connect deadline while the upstream is being reached, and in HTTP mode the header,
+// upstream-response or idle deadline depending on where the exchange stands, as the codec
+// reports it after each call (never from inside the codec's callbacks).
+//
+// Descriptors: a TLS listener allocates no TLS session until the client's first byte arrives
+// (and a first byte that cannot start a TLS record or an HTTP request closes at once); HTTP
+// mode opens the upstream connection when the first request head is complete, so an idle client
+// holds one descriptor. TCP mode connects as soon as the client is established.
+//
 // Memory per connection is bounded whatever the peers do: a side is read only while the other
-// side's unsent bytes are below kHighWatermark, one read adds at most Server::kReadBufferSize,
-// and plaintext is pulled out of a TLS session only while the destination is below the mark.
-// Worst case: 2 x (kHighWatermark + 64 KiB read + 32 KiB plaintext) + the TLS sessions'
-// record buffers (about 2 x 16.7 KiB each with mbedTLS) = about 420 KiB; idle connections hold
-// only the TLS record buffers and this object.
+// side's unsent bytes are below kHighWatermark, and one read (or one pull of plaintext out of a
+// TLS session) is sized to the room left below kHighWatermark + kReadSlack. Worst case per
+// direction: kHighWatermark + kReadSlack + one TLS record's expansion, so both peers stalled:
+// 2 x (32 + 16 + 1) KiB = about 98 KiB plus the TLS sessions' record buffers (about
+// 2 x 16.7 KiB each with mbedTLS). A client that reads a long response slowly holds at most
+// one direction's worth (~49 KiB) plus its TLS session. The kernel's socket buffers do the
+// bulk of the buffering; these bounds only matter once a peer stops reading. Idle connections hold the TLS session
+// and this object (about 1.3 KiB).
 
 #include <uv.h>
 
@@ -29,8 +43,14 @@ struct ListenerStats;
 
 class Connection : private http::CodecEvents {
 public:
-    static constexpr size_t kHighWatermark = 128 * 1024;
-    static constexpr size_t kLowWatermark = 32 * 1024;
+    static constexpr size_t kHighWatermark = 32 * 1024;
+    static constexpr size_t kLowWatermark = 8 * 1024;
+    static constexpr size_t kReadSlack = 16 * 1024;  // a read when the other side is just below the mark
+    static constexpr size_t kMinRead = 4 * 1024;
+    static constexpr uint64_t kFlushTimeoutMs = 5000;
+    // While draining, an HTTP connection with nothing in flight is closed once it has stayed
+    // idle this long (a request already on its way is still served, with Connection: close).
+    static constexpr uint64_t kDrainIdleGraceMs = 1000;
 
     Connection(Server& server, std::shared_ptr<const ListenerRuntime> runtime);
     Connection(const Connection&) = delete;
@@ -41,14 +61,26 @@ public:
     void start();
     // The one teardown path: closes every handle; `this` is deleted after the last callback.
     void close(const char* reason);
-    // The server is draining: finish the current exchange and close.
+    // The server is draining: finish what is in flight, answer with Connection: close, close.
     void onDrain();
+
+    enum class State : uint8_t {
+        FirstByte,         // TLS listener, nothing received: no TLS session yet; handshake deadline
+        Handshake,         // client TLS handshake; handshake deadline
+        Connecting,        // upstream TCP connect and TLS origination; connect deadline
+        Relay,             // TCP mode, or an HTTP connection turned tunnel; idle deadline
+        Idle,              // HTTP, between requests; idle deadline (header deadline before the first)
+        RequestHead,       // HTTP, a request head is arriving; header deadline
+        AwaitingResponse,  // HTTP, request forwarded, no response head yet; upstream_response
+        Transfer,          // HTTP, a request or response body is streaming; idle deadline
+        Flushing,          // last bytes to the client, then close; flush deadline
+        Closed,            // handles closing
+    };
+    static const char* stateName(State s);
+    State state() const { return state_; }
 
 private:
     enum SideId { kDown = 0, kUp = 1 };
-    // Handshake and Connect guard the set-up; Open covers the idle, request-head and
-    // upstream-response deadlines of an established connection; Flush bounds a closing one.
-    enum class Deadline { None, Handshake, Connect, Open, Flush };
 
     struct Side {
         uv_tcp_t tcp;
@@ -76,16 +108,29 @@ private:
 
     Side& other(SideId id) { return sides_[1 - id]; }
     bool ready(const Side& s) const { return s.connected && !s.handshaking; }
+    // How many bytes may be taken from `from` now without passing the destination's bound.
+    size_t room(SideId from) const;
+
+    // ---- states and deadlines ----
+    void enter(State s);
+    void settle();
+    uint64_t deadlineAt() const;
+    void rearm();
+    void expire();
 
     void handleRead(SideId id, const uint8_t* data, size_t n);
+    bool checkFirstByte(uint8_t byte);
     void driveHandshake(SideId id);
     void onHandshakeDone(SideId id);
     void connectUpstream();
+    void upstreamFailed(int status, const char* reason);
     void onUpstreamReady();
     void sendProxyHeader(int version);
     void pump(SideId id);
     void deliver(SideId from, const uint8_t* p, size_t n);
-    void sendTo(SideId to, const uint8_t* p, size_t n);
+    // The one path for bytes to a side: through its TLS session if it has one; held while the
+    // upstream is being reached.
+    void send(SideId to, const uint8_t* p, size_t n);
     void flushCiphertext(SideId id);
     std::optional<size_t> writeNow(SideId id, const uint8_t* p, size_t n);
     void writeRaw(SideId id, const uint8_t* p, size_t n);
@@ -98,25 +143,19 @@ private:
     void closeAfterFlush(const char* reason);
     void updateReading(SideId id);
     bool wantRead(SideId id) const;
-    void arm(Deadline d, uint64_t ms);
     void touch();
     void fail(const char* what, const char* detail);
     void answerPlainHttp();
     void startCodec();
-    void afterRequestFeed();
-    void failUpstreamEarly(int status);
-    void rearmOpen();
-    void onOpenTimer();
     std::string clientCertHeader() const;
 
-    // http::CodecEvents
+    // http::CodecEvents: record only; deadlines are settled after the codec call returns.
     void sendUpstream(const uint8_t* p, size_t n) override;
     void sendDownstream(const uint8_t* p, size_t n) override;
     void onRequestHead(const http::Exchange& ex) override;
     void onResponseHead(const http::Exchange& ex) override;
     void onExchangeComplete(const http::Exchange& ex) override;
-    void onUpgrade() override;
-    void emit(SideId to, const uint8_t* p, size_t n);
+    void collect(SideId to, const uint8_t* p, size_t n);
 
     Server& server_;
     std::shared_ptr<const ListenerRuntime> rt_;
@@ -124,25 +163,25 @@ private:
     Side sides_[2];
     uv_timer_t timer_;
     uv_connect_t connect_req_;
-    Deadline deadline_ = Deadline::None;
+    State state_ = State::FirstByte;
     std::unique_ptr<http::Codec> codec_;
     bool batching_ = false;  // inside a codec feed: output is gathered per side
     Bytes batch_[2];
-    // Open-phase deadlines, absolute loop milliseconds (0 = not armed).
-    uint64_t header_deadline_ms_ = 0;
-    uint64_t response_deadline_ms_ = 0;
+    Bytes upstream_hold_;  // HTTP: bytes for the app while its connection is being opened
+    uint64_t state_since_ms_ = 0;     // when the current state was entered
+    uint64_t head_since_ms_ = 0;      // when the request head being received began (0 = none)
+    uint64_t drain_since_ms_ = 0;     // when the server began draining (0 = not draining)
+    uint64_t exchanges_ = 0;          // request heads forwarded on this connection
+    uint64_t completed_ = 0;          // exchanges completed on this connection
+    uint64_t entered_completed_ = 0;  // completed_ when the current state was entered
     // Start times of the requests in flight (pipelining keeps them in order).
     std::vector<uint64_t> request_started_ms_;
     uint64_t response_head_ms_ = 0;
     uint64_t started_ms_ = 0;
-    uint64_t armed_at_ms_ = 0;  // when the timer fires, loop milliseconds
+    uint64_t armed_at_ms_ = 0;  // when the timer fires, loop milliseconds (0 = not armed)
     uint64_t last_activity_ms_ = 0;
     int closes_pending_ = 0;
-    bool closing_ = false;
-    bool flushing_ = false;   // closing after the pending writes to the client
     bool counted_ = false;    // counted in stats.active
-    bool first_read_ = true;
-    int upstream_failed_ = 0;  // HTTP: upstream unreachable; the next request gets this status
     std::string peer_ip_;
     uint16_t peer_port_ = 0;
 };

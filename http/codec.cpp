@@ -938,6 +938,16 @@ bool Codec::idleBetweenRequests() const {
 
 bool Codec::tunneling() const { return tunnel_; }
 
+Codec::Phase Codec::phase() const {
+    if (closing_) return Phase::Closed;
+    if (tunnel_) return Phase::Tunnel;
+    if (response_state_ == ResponseState::Body) return Phase::Response;
+    if (request_state_ == RequestState::Body) return Phase::RequestBody;
+    if (pending_count_ > 0 || queued_error_ != 0) return Phase::AwaitingResponse;
+    if (request_state_ == RequestState::Head) return Phase::RequestHead;
+    return Phase::Idle;
+}
+
 void Codec::setDraining() { draining_ = true; }
 
 }  // namespace sidecar::http

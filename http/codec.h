@@ -83,6 +83,20 @@ public:
     bool awaitingResponse() const;     // requests forwarded whose responses have not finished
     bool idleBetweenRequests() const;  // nothing in flight in either direction
     bool tunneling() const;
+
+    // Where the exchange stands, for the connection's deadlines. The order of the checks is the
+    // order of precedence: a response being streamed, then a request body being streamed, then
+    // a forwarded request awaiting its response head, then a request head being received.
+    enum class Phase : uint8_t {
+        Idle,              // nothing in flight in either direction
+        RequestHead,       // a request head has started but is not complete
+        RequestBody,       // a request body is being forwarded
+        AwaitingResponse,  // requests forwarded, the front one's final response head not yet in
+        Response,          // a response body is being forwarded
+        Tunnel,            // after a 101: a raw tunnel
+        Closed,            // the codec ended the connection
+    };
+    Phase phase() const;
     // From now on the next final response carries Connection: close and the connection ends
     // after it; no further requests are forwarded.
     void setDraining();

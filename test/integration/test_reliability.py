@@ -1,0 +1,270 @@
+"""Faults while other traffic is mid-flight: keep-alive deadlines between requests, a drain under
+wrk and with idle keep-alive clients, idle clients that hold one descriptor each, and first bytes
+that are neither TLS nor HTTP."""
+import os
+import re
+import resource
+import signal
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from conftest import ScriptedUpstream, base_config, free_port, run, tls_listener
+from test_http import Client, get, metric, section, start_http_proxy, web  # noqa: F401 (fixture)
+
+
+def wait_closed(sock, timeout=15):
+    """Reads until the peer closes; returns what arrived before the close."""
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            d = sock.recv(65536)
+        except (ssl.SSLEOFError, ConnectionResetError):
+            return out
+        if not d:
+            return out
+        out += d
+
+
+# ---- keep-alive deadlines ----
+
+def test_idle_deadline_governs_between_requests_not_the_response_deadline(proxies, workdir, web, cert):
+    """After a completed exchange the upstream-response deadline is not armed: an idle keep-alive
+    connection ends by the idle timeout, counted as such, with no 504 and no upstream warning."""
+    admin = free_port()
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, admin_port=admin,
+                               timeouts={"idle": "700ms", "upstream_response": "30s"})
+    c = Client(port, cert[0])
+    c.send(get("/small"))
+    assert c.response().status == 200
+    started = time.monotonic()
+    assert c.read_to_eof() == b""  # closed with nothing more said (no 504)
+    assert time.monotonic() - started < 20  # long before the response deadline
+    assert metric(admin, "sidecar_idle_timeouts_total") == 1
+    assert "upstream response timeout" not in p.log.text()
+
+
+def test_next_request_after_the_response_deadline_is_served(proxies, workdir, web, cert):
+    """A client that sends its second request later than upstream_response (but within idle)
+    finds its connection open and is served."""
+    admin = free_port()
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, admin_port=admin,
+                               timeouts={"idle": "20s", "upstream_response": "400ms"})
+    c = Client(port, cert[0])
+    c.send(get("/small"))
+    assert c.response().status == 200
+    time.sleep(1.0)  # the passing of time is what is tested: longer than upstream_response
+    c.send(get("/small"))
+    r = c.response()
+    assert r.status == 200 and r.body == b"ok\n"
+    assert "upstream response timeout" not in p.log.text()
+    assert metric(admin, "sidecar_idle_timeouts_total") == 0
+    c.close()
+
+
+def test_response_deadline_applies_to_each_request_on_a_keep_alive_connection(proxies, workdir, cert):
+    """The second request on a connection gets its own upstream-response deadline: a silent app
+    answers it with 504 after the deadline, while the first was served."""
+    calls = []
+
+    def app(conn):
+        buf = b""
+        while True:
+            d = conn.recv(65536)
+            if not d:
+                return
+            buf += d
+            while b"\r\n\r\n" in buf:
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                calls.append(head)
+                if len(calls) == 1:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                # later requests are never answered
+
+    up = ScriptedUpstream(app)
+    try:
+        p, port = start_http_proxy(proxies, workdir, up.port, cert,
+                                   timeouts={"idle": "20s", "upstream_response": "500ms"})
+        c = Client(port, cert[0])
+        c.send(get("/one"))
+        assert c.response().status == 200
+        time.sleep(0.8)  # idle between requests for longer than upstream_response
+        c.send(get("/two"))
+        r = c.response()
+        assert r.status == 504
+        assert c.closed_after()
+        p.log.wait_for("upstream response timeout")
+        assert len(calls) == 2
+    finally:
+        up.close()
+
+
+def test_header_deadline_then_idle_deadline(proxies, workdir, web, cert):
+    """A keep-alive connection between requests is governed by idle, and a request head that
+    starts later is governed by the header timeout from its own first byte."""
+    p, port = start_http_proxy(proxies, workdir, web.port, cert,
+                               timeouts={"idle": "20s", "header": "600ms"})
+    c = Client(port, cert[0])
+    c.send(get("/small"))
+    assert c.response().status == 200
+    time.sleep(0.9)  # longer than the header timeout: idle between requests is not a late head
+    c.send(b"GET /small HTTP/1.1\r\n")  # a head that never completes
+    r = c.response()
+    assert r.status == 408
+    assert c.closed_after()
+
+
+# ---- drain ----
+
+def wrk_errors(out):
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_sigterm_under_wrk_loses_no_request(proxies, workdir, web, cert, round_):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert)
+    result = {}
+
+    def load():
+        result["r"] = run(["wrk", "-t2", "-c32", "-d3s", f"https://localhost:{port}/small"], timeout=60)
+
+    t = threading.Thread(target=load)
+    t.start()
+    p.access.wait_for('"status":200', timeout=20)
+    # Let the load reach its stride: some thousands of requests answered.
+    deadline = time.monotonic() + 20
+    while p.access.count() < 2000 and time.monotonic() < deadline:
+        p.access.wait_for('"status":200', start=p.access.count(), timeout=20)
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(timeout=30) == 0
+    t.join(60)
+    out = result["r"].stdout
+    connect, read, write, timeout = wrk_errors(out)
+    # After the drain began the listener is closed, so reconnects are refused; every request that
+    # was sent on an open connection got its answer.
+    assert (read, write, timeout) == (0, 0, 0), out
+    assert "Non-2xx" not in out, out
+    assert "drain timeout" not in p.log.text()
+
+
+def test_drain_serves_a_request_on_an_idle_keep_alive_connection(proxies, workdir, web, cert):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert)
+    busy = Client(port, cert[0])
+    busy.send(get("/small"))
+    assert busy.response().status == 200
+    idle = Client(port, cert[0])
+    idle.send(get("/small"))
+    assert idle.response().status == 200
+    p.signal(signal.SIGTERM)
+    p.log.wait_for('"draining"')
+    # A request arriving on a keep-alive connection during the drain is served, with close.
+    busy.send(get("/small"))
+    r = busy.response()
+    assert r.status == 200 and r.body == b"ok\n"
+    assert (r.header("connection") or "").lower() == "close"
+    assert busy.closed_after()
+    # The connection that stays idle is closed after a short grace, not at drain_timeout (20s).
+    assert wait_closed(idle.sock) == b""
+    assert p.wait_exit(timeout=15) == 0
+    assert "drain timeout" not in p.log.text()
+
+
+def test_drain_lets_a_handshake_in_progress_finish(proxies, workdir, web, cert):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert)
+    raw = socket.create_connection(("127.0.0.1", port))
+    # The connection is accepted before the drain; its handshake starts after it.
+    keep = Client(port, cert[0])
+    keep.send(get("/small"))
+    assert keep.response().status == 200
+    p.signal(signal.SIGTERM)
+    p.log.wait_for('"draining"')
+    ctx = ssl.create_default_context(cafile=str(cert[0]))
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(get("/small"))
+    data = wait_closed(tls)
+    assert data.startswith(b"HTTP/1.1 200"), data
+    assert b"Connection: close" in data or b"connection: close" in data.lower()
+    keep.close()
+    assert p.wait_exit(timeout=15) == 0
+
+
+# ---- descriptors and first bytes ----
+
+def proxy_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_idle_http_clients_hold_one_descriptor_each(proxies, workdir, cert):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 6000:
+        pytest.skip(f"descriptor limit {hard} is too low for 2,000 clients")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 6000), hard))
+    accepted = []
+
+    def app(conn):
+        accepted.append(conn)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = conn.recv(65536)
+            if not d:
+                return
+            buf += d
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        conn.recv(1)
+
+    up = ScriptedUpstream(app)
+    clients = []
+    try:
+        port = free_port()
+        extra = section("timeouts", {"header": "120s", "idle": "120s"})
+        cfg = base_config(tls_listener("web", port, up.port, cert, protocol="http", extra=extra))
+        p = proxies(cfg.replace("level: debug", "level: info"), workdir).start()
+        before = proxy_fds(p.proc.pid)
+        ctx = ssl.create_default_context(cafile=str(cert[0]))
+        for _ in range(2000):
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30),
+                                server_hostname="localhost")
+            clients.append(s)
+        held = proxy_fds(p.proc.pid) - before
+        assert 2000 <= held <= 2005, held
+        assert accepted == []  # no upstream connection for a client that has not asked anything
+        clients[0].sendall(get("/small"))
+        data = b""
+        while b"ok\n" not in data:
+            data += clients[0].recv(4096)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        assert len(accepted) == 1
+        assert proxy_fds(p.proc.pid) - before == held + 1
+    finally:
+        for s in clients:
+            s.close()
+        up.close()
+
+
+@pytest.mark.parametrize("first", [b"\x00\x00\x00\x00", b"\xff\xfe", b"\x80\x2e\x01\x03\x01", b"get / HTTP/1.1\r\n\r\n",
+                                   b"\r\n\r\n"])
+def test_first_byte_neither_tls_nor_http_closes_at_once(proxies, workdir, web, cert, first):
+    admin = free_port()
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, admin_port=admin,
+                               timeouts={"handshake": "30s"})
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(first)
+    started = time.monotonic()
+    assert wait_closed(s, timeout=20) == b""  # no answer, closed without waiting for the deadline
+    assert time.monotonic() - started < 10
+    p.log.wait_for("did not send a TLS ClientHello")
+    assert metric(admin, "sidecar_tls_handshakes_total", result="failed") == 1
+
+
+def test_plain_http_on_tls_port_still_answered(proxies, workdir, web, cert):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert)
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = wait_closed(s)
+    assert data.startswith(b"HTTP/1.1 400"), data
+    assert b"plain HTTP request to an HTTPS port" in data
