@@ -16,27 +16,33 @@ using Bytes = std::vector<uint8_t>;
 
 class BufferPool {
 public:
-    // Buffers larger than this are not kept (a burst must not pin memory forever).
+    // Buffers larger than this are not kept (a burst must not pin memory forever), nor more than
+    // kMaxKeptBytes of capacity in all.
     static constexpr size_t kMaxKeptCapacity = 64 * 1024;
-    static constexpr size_t kMaxKept = 1024;
+    static constexpr size_t kMaxKeptBytes = 1024 * 1024;
 
     Bytes get() {
         if (free_.empty()) return {};
         Bytes b = std::move(free_.back());
         free_.pop_back();
+        kept_bytes_ -= b.capacity();
         return b;
     }
     void put(Bytes&& b) {
-        if (b.capacity() == 0 || b.capacity() > kMaxKeptCapacity || free_.size() >= kMaxKept) {
+        size_t cap = b.capacity();
+        if (cap == 0 || cap > kMaxKeptCapacity || kept_bytes_ + cap > kMaxKeptBytes) {
             Bytes().swap(b);
             return;
         }
         b.clear();
+        kept_bytes_ += cap;
         free_.push_back(std::move(b));
     }
+    size_t keptBytes() const { return kept_bytes_; }
 
 private:
     std::vector<Bytes> free_;
+    size_t kept_bytes_ = 0;
 };
 
 struct WriteReq {

@@ -675,7 +675,8 @@ void Connection::send(SideId to, const uint8_t* p, size_t n) {
 void Connection::flushCiphertext(SideId id) {
     Side& s = sides_[id];
     if (!s.tls || !s.tls->hasCiphertext() || state_ == State::Closed) return;
-    Bytes out = server_.buffers().get();
+    // An empty vector in exchange: the session keeps no spare capacity while it waits.
+    Bytes out;
     s.tls->takeCiphertext(out);
     writeOwned(id, std::move(out));
 }

@@ -246,10 +246,8 @@ Codec::Codec(const CodecOptions& options, const ConnectionFacts& facts, CodecEve
     const std::string cert = withoutControls(facts.client_cert);
     if (!cert.empty()) xfcc_line_ = "X-Forwarded-Client-Cert: " + cert + "\r\n";
 
-    pending_.resize(4);
-    request_head_.reserve(1024);
-    response_head_.reserve(512);
-    out_.reserve(1024 + inject_.size() + xfcc_line_.size());
+    // Buffers grow on first use: a connection that never sends a request costs no head space.
+    pending_.resize(2);
 }
 
 // ---- request side ---------------------------------------------------------------------------

@@ -97,6 +97,16 @@ void MbedSession::feedCiphertext(const uint8_t* data, size_t len) {
     in_.insert(in_.end(), data, data + len);
 }
 
+// Waiting for the peer with nothing buffered: the ciphertext vectors give their capacity back,
+// so an idle connection holds only mbedTLS's own state.
+void MbedSession::releaseIdleBuffers() {
+    if (in_pos_ == in_.size() && in_.capacity() != 0) {
+        std::vector<uint8_t>().swap(in_);
+        in_pos_ = 0;
+    }
+    if (out_.empty() && out_.capacity() != 0) std::vector<uint8_t>().swap(out_);
+}
+
 void MbedSession::takeCiphertext(std::vector<uint8_t>& out) {
     out.clear();
     out_.swap(out);
@@ -401,6 +411,7 @@ Result MbedSession::readPlain(uint8_t* out, size_t cap, size_t* n) {
         // application data (an ignored warning alert). Go on while input is being consumed.
         if (ret == 0 || ret == MBEDTLS_ERR_SSL_WANT_READ) {
             if (in_pos_ != consumed) continue;
+            releaseIdleBuffers();
             return Result::WantRead;
         }
         if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) return Result::WantWrite;

@@ -80,6 +80,7 @@ private:
     void describePeer(const mbedtls_x509_crt& peer);
     Result finishHandshake();
     bool isTls13() const;
+    void releaseIdleBuffers();
 
     // Record framing of what the peer sent during the handshake: the last complete record's
     // type, length and first bytes, to name an alert mbedTLS could not decrypt.
