@@ -4,16 +4,18 @@ that are neither TLS nor HTTP."""
 import os
 import re
 import resource
+import select
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import ScriptedUpstream, base_config, free_port, run, tls_listener
-from test_http import Client, get, metric, section, start_http_proxy, web  # noqa: F401 (fixture)
+from conftest import BIN, LogReader, Proxy, ScriptedUpstream, base_config, free_port, run, tls_listener
+from test_http import Client, get, metric, section, start_http_proxy, upstreams, web  # noqa: F401 (fixtures)
 
 
 def wait_closed(sock, timeout=15):
@@ -170,6 +172,8 @@ def test_drain_serves_a_request_on_an_idle_keep_alive_connection(proxies, workdi
     assert busy.closed_after()
     # The connection that stays idle is closed after a short grace, not at drain_timeout (20s).
     assert wait_closed(idle.sock) == b""
+    idle.close()
+    busy.close()
     assert p.wait_exit(timeout=15) == 0
     assert "drain timeout" not in p.log.text()
 
@@ -188,7 +192,8 @@ def test_drain_lets_a_handshake_in_progress_finish(proxies, workdir, web, cert):
     tls.sendall(get("/small"))
     data = wait_closed(tls)
     assert data.startswith(b"HTTP/1.1 200"), data
-    assert b"Connection: close" in data or b"connection: close" in data.lower()
+    assert b"connection: close" in data.lower()
+    tls.close()
     keep.close()
     assert p.wait_exit(timeout=15) == 0
 
@@ -268,3 +273,177 @@ def test_plain_http_on_tls_port_still_answered(proxies, workdir, web, cert):
     data = wait_closed(s)
     assert data.startswith(b"HTTP/1.1 400"), data
     assert b"plain HTTP request to an HTTPS port" in data
+
+
+# ---- what must keep holding while other traffic is served ----
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_slow_readers_are_bounded_and_others_are_served(proxies, workdir, web, cert):
+    big = web.root / "big.bin"
+    big.write_bytes(os.urandom(1 << 20) * 32)  # 32 MiB
+    p, port = start_http_proxy(proxies, workdir, web.port, cert)
+    ctx = ssl.create_default_context(cafile=str(cert[0]))
+    readers = []
+    for _ in range(20):
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # before connect: a small window
+        raw.connect(("127.0.0.1", port))
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        s.sendall(get("/big.bin"))
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        readers.append(s)
+    base = rss_kib(p.proc.pid)
+    # Others are served while 20 clients read nothing.
+    for _ in range(5):
+        c = Client(port, cert[0])
+        c.send(get("/small"))
+        r = c.response()
+        assert r.status == 200 and r.body == b"ok\n"
+        c.close()
+    # The proxy stopped reading the app for them: memory stays bounded (~50 KiB queued each).
+    grown = rss_kib(p.proc.pid) - base
+    assert grown < 20 * 256, f"{grown} KiB more for 20 stalled readers"
+    # Resumed, every reader gets the whole body.
+    for s in readers:
+        s.settimeout(60)
+        got = 100
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+            if got >= 32 * (1 << 20):
+                break
+        assert got >= 32 * (1 << 20), got
+        s.close()
+
+
+def test_upstream_reset_mid_body_closes_the_client_and_others_go_on(proxies, workdir, cert, upstreams):
+    def app(conn):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = conn.recv(65536)
+            if not d:
+                return
+            buf += d
+        if b"/reset" in buf:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+    up = upstreams(app)
+    admin = free_port()
+    p, port = start_http_proxy(proxies, workdir, up.port, cert, admin_port=admin)
+    c = Client(port, cert[0])
+    c.send(get("/reset"))
+    data = c.read_to_eof()
+    assert data.startswith(b"HTTP/1.1 200") and len(data) < 100000  # cut short, not hung
+    ok = Client(port, cert[0])
+    ok.send(get("/fine"))
+    assert ok.response().status == 200
+    ok.close()
+
+
+def test_client_reset_mid_upload_frees_the_connection(proxies, workdir, web, cert):
+    admin = free_port()
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, admin_port=admin)
+    ctx = ssl.create_default_context(cafile=str(cert[0]))
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    s.sendall(b"PUT /upload/f HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 200000)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()
+    deadline = time.monotonic() + 10
+    while metric(admin, "sidecar_connections_active") != 0:
+        assert time.monotonic() < deadline, "the reset connection was never freed"
+        time.sleep(0.02)  # a gauge to poll: nothing to await
+    c = Client(port, cert[0])
+    c.send(get("/small"))
+    assert c.response().status == 200
+
+
+def test_handshake_flood_does_not_stop_legitimate_clients(proxies, workdir, web, cert):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, timeouts={"handshake": "30s"})
+    stalled = []
+    for _ in range(300):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello that never ends
+        stalled.append(s)
+    try:
+        for _ in range(5):
+            r = run(["curl", "-sS", "--max-time", "10", "--cacert", str(cert[0]),
+                     f"https://localhost:{port}/small"], timeout=30)
+            assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_slowloris_every_client_gets_408(proxies, workdir, web, cert):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, timeouts={"header": "800ms"})
+    clients = []
+    for i in range(100):
+        c = Client(port, cert[0])
+        c.send(b"GET /small HTTP/1.1\r\nHost: x\r\n")
+        clients.append(c)
+    for c in clients[:50]:
+        c.send(b"X-Slow: 1\r\n")  # trickled bytes do not extend the header deadline
+    for c in clients:
+        r = c.response()
+        assert r.status == 408
+        assert c.closed_after()
+
+
+def test_descriptor_exhaustion_does_not_spin_and_recovers(workdir, web, cert):
+    port = free_port()
+    cfg = base_config(tls_listener("web", port, web.port, cert, protocol="http"))
+    p = Proxy(cfg, workdir)
+    p.proc = subprocess.Popen(["prlimit", "--nofile=40:40", "--", str(BIN), "run", "-c", str(p.config_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.log = LogReader(p.proc.stderr)
+    p.access = LogReader(p.proc.stdout)
+    held = []
+    try:
+        p.log.wait_for("sidecar started", timeout=20)
+        for _ in range(60):  # more than the descriptors left
+            try:
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        # Over the limit, connections are accepted and closed at once: one of ours sees it.
+        readable, _, _ = select.select(held, [], [], 10)
+        closed = []
+        for s in readable:
+            try:
+                if s.recv(1) == b"":
+                    closed.append(s)
+            except ConnectionResetError:
+                closed.append(s)
+        assert closed, "no connection over the descriptor limit was closed"
+        before = cpu_seconds(p.proc.pid)
+        time.sleep(1.0)  # the passing of time is what is tested: the loop must not spin meanwhile
+        assert cpu_seconds(p.proc.pid) - before < 0.5
+        for s in held:
+            s.close()
+        held = []
+        r = run(["curl", "-sS", "--max-time", "10", "--retry", "5", "--retry-all-errors", "--cacert",
+                 str(cert[0]), f"https://localhost:{port}/small"], timeout=60)
+        assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    finally:
+        for s in held:
+            s.close()
+        p.stop()
