@@ -13,6 +13,7 @@ constexpr uint8_t kHeadersDone = 2;
 constexpr uint8_t kMessageDone = 4;
 constexpr uint8_t kChunkHeader = 8;
 constexpr uint8_t kChunkComplete = 16;
+constexpr uint8_t kLineDone = 32;
 
 struct StatusText {
     int code;
@@ -66,6 +67,98 @@ std::string_view trimOws(std::string_view v) {
 bool isTchar(char c) {
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
     return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool isHexDigit(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// RFC 3986: every byte unreserved, a sub-delim, one of `extra`, or a '%' that starts a
+// pct-encoded octet. Refuses '#' (a fragment), spaces, controls, bytes >= 0x80 and every other
+// delimiter, which readers behind the proxy could each interpret their own way.
+bool isUriText(std::string_view s, std::string_view extra) {
+    for (size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        if (c == '%') {
+            if (s.size() - i < 3 || !isHexDigit(s[i + 1]) || !isHexDigit(s[i + 2])) return false;
+            i += 2;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos ||
+                     extra.find(c) != std::string_view::npos)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool isPathAndQuery(std::string_view s) { return isUriText(s, ":@/?"); }
+
+// RFC 3986 authority, "[userinfo@]host[:port]", with a host; CONNECT's authority-form is
+// "host:port" only (RFC 9112 section 3.2.3).
+bool isAuthority(std::string_view s, bool connect) {
+    const size_t at = s.find('@');
+    if (at != std::string_view::npos) {
+        if (connect || !isUriText(s.substr(0, at), ":")) return false;
+        s.remove_prefix(at + 1);
+    }
+    size_t host_end;
+    if (!s.empty() && s.front() == '[') {
+        host_end = s.find(']');
+        if (host_end == std::string_view::npos || host_end == 1) return false;
+        if (!isUriText(s.substr(1, host_end - 1), ":")) return false;
+        ++host_end;
+    } else {
+        host_end = std::min(s.find(':'), s.size());
+        if (host_end == 0 || !isUriText(s.substr(0, host_end), {})) return false;
+    }
+    const std::string_view port = s.substr(host_end);
+    if (port.empty()) return !connect;
+    if (port.front() != ':' || (connect && port.size() == 1)) return false;
+    return std::all_of(port.begin() + 1, port.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// RFC 9112 section 3.2 "absolute-form": scheme ":" hier-part ["?" query].
+bool isAbsoluteUri(std::string_view s) {
+    const size_t colon = s.find(':');
+    if (colon == 0 || colon == std::string_view::npos) return false;
+    for (size_t i = 0; i < colon; ++i) {
+        const char c = s[i];
+        const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        if (!alpha && (i == 0 || !((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'))) {
+            return false;
+        }
+    }
+    std::string_view rest = s.substr(colon + 1);
+    if (rest.starts_with("//")) {
+        rest.remove_prefix(2);
+        const size_t end = std::min(rest.find_first_of("/?"), rest.size());
+        if (!isAuthority(rest.substr(0, end), false)) return false;
+        rest.remove_prefix(end);
+    }
+    return isPathAndQuery(rest);
+}
+
+// The request line is complete (llhttp has read the version, not yet the CRLF): what llhttp
+// leaves to the application. llhttp also speaks RTSP ("DESCRIBE / RTSP/1.0") and ICE
+// ("SOURCE / ICE/1.0") and accepts their methods, and it lets through request-targets that
+// RFC 9112 section 3.2 does not allow. Returns 0 or the status to answer with.
+int requestLineError(std::string_view line, const llhttp_t& parser) {
+    const std::string_view version = line.substr(line.rfind(' ') + 1);
+    if (version != "HTTP/1.1" && version != "HTTP/1.0") {
+        return version.starts_with("HTTP/") ? 505 : 400;
+    }
+    // Exactly "method SP target SP version": llhttp tolerates repeated spaces.
+    const size_t sp1 = line.find(' ');
+    const size_t sp2 = line.find(' ', sp1 + 1);
+    if (sp1 == 0 || sp2 == sp1 + 1 || sp2 != line.size() - version.size() - 1) return 400;
+    // HTTP methods that llhttp knows, less SOURCE (ICE) and PRI (only h2's preface uses it).
+    const auto method = static_cast<llhttp_method>(parser.method);
+    if (method > HTTP_UNLINK && method != HTTP_QUERY) return 400;
+    const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    if (method == HTTP_CONNECT) return isAuthority(target, true) ? 0 : 400;
+    if (target == "*") return method == HTTP_OPTIONS ? 0 : 400;
+    if (target.starts_with('/')) return isPathAndQuery(target) ? 0 : 400;
+    return isAbsoluteUri(target) ? 0 : 400;
 }
 
 bool isToken(std::string_view v) {
@@ -139,6 +232,10 @@ struct Codec::Callbacks {
         self(p)->request_events_ |= kBegin;
         return HPE_PAUSED;
     }
+    static int requestLine(llhttp_t* p) noexcept {
+        self(p)->request_events_ |= kLineDone;
+        return HPE_PAUSED;
+    }
     static int requestHeaders(llhttp_t* p) noexcept {
         self(p)->request_events_ |= kHeadersDone;
         return HPE_PAUSED;
@@ -193,9 +290,12 @@ struct Codec::Callbacks {
     }
     // llhttp keeps a pointer to its settings: they live as long as the program.
     static const llhttp_settings_t& request() {
-        static const llhttp_settings_t settings =
-            make(&requestBegin, &requestHeaders, &requestComplete, &requestChunkHeader,
-                 &requestChunkComplete);
+        static const llhttp_settings_t settings = [] {
+            llhttp_settings_t s = make(&requestBegin, &requestHeaders, &requestComplete,
+                                       &requestChunkHeader, &requestChunkComplete);
+            s.on_version_complete = &requestLine;  // the end of the request line
+            return s;
+        }();
         return settings;
     }
     static const llhttp_settings_t& response() {
@@ -289,6 +389,14 @@ void Codec::processRequest(const char* p, const char* end) {
             if (request_events_ & kBegin) {
                 request_state_ = RequestState::Head;
                 request_head_.clear();
+                request_line_size_ = 0;
+            }
+            if (request_events_ & kLineDone) {
+                request_line_size_ = request_head_.size();
+                if (const int error = requestLineError(request_head_, request_parser_)) {
+                    failRequest(error, false);
+                    return;
+                }
             }
             if (request_events_ & kHeadersDone) finishRequestHead();
             if (request_events_ & (kChunkHeader | kChunkComplete)) {
@@ -395,15 +503,9 @@ int Codec::buildRequestHead() {
     const std::string_view head(request_head_);
     const std::string_view line = head.substr(0, head.find('\r'));
 
-    if (parser.http_major != 1 || parser.http_minor > 1) {
-        // llhttp accepts 0.9 (also with no version at all) and 2.0.
-        const bool has_version = line.find(" HTTP/") != std::string_view::npos;
-        return has_version ? 505 : 400;
-    }
-    // Exactly "method SP target SP version": llhttp tolerates repeated spaces.
-    size_t spaces = 0;
-    for (char c : line) spaces += c == ' ';
-    if (spaces != 2) return 400;
+    // A line with a version was checked when it ended (requestLineError); one without is
+    // HTTP/0.9, which llhttp accepts.
+    if (parser.http_major != 1 || parser.http_minor > 1) return 400;
     if (parser.method == HTTP_CONNECT) return 501;
     if (parser.flags & F_TRANSFER_ENCODING) {
         // Not ending in chunked: the length is unknowable (llhttp flags it only after this
@@ -882,7 +984,8 @@ void Codec::emitLocal(int status, Exchange& exchange, bool head_request) {
 
 void Codec::fillFromRequestLine(Exchange& exchange) const {
     const std::string_view head(request_head_);
-    const size_t eol = head.find("\r\n");
+    size_t eol = head.find("\r\n");
+    if (eol == std::string_view::npos && request_line_size_ > 0) eol = request_line_size_;
     if (eol == std::string_view::npos) {
         exchange.method.clear();
         exchange.target.clear();

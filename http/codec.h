@@ -189,9 +189,10 @@ private:
     size_t pending_head_ = 0;
     size_t pending_count_ = 0;
 
-    std::string request_head_;   // raw request head being received
-    std::string response_head_;  // raw response head being received
-    std::string out_;            // rewritten head or generated response
+    std::string request_head_;      // raw request head being received
+    size_t request_line_size_ = 0;  // its request line without CRLF, once llhttp has read it
+    std::string response_head_;     // raw response head being received
+    std::string out_;               // rewritten head or generated response
     Framing request_framing_;
     Framing response_framing_;
     std::string held_;

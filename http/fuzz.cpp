@@ -18,15 +18,51 @@ namespace {
     std::abort();
 }
 
+// Bytes RFC 9112 section 3.2 allows in a request-target (RFC 3986 characters less '#', plus the
+// brackets of an IP literal), each '%' starting a pct-encoded octet. Written apart from the
+// codec's own grammar so that the two check each other.
+bool targetBytesAllowed(std::string_view target) {
+    const std::string_view allowed =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/?[]";
+    const std::string_view hex = "0123456789abcdefABCDEF";
+    for (size_t i = 0; i < target.size(); ++i) {
+        if (target[i] == '%') {
+            if (target.size() - i < 3) return false;
+            if (hex.find(target[i + 1]) == std::string_view::npos ||
+                hex.find(target[i + 2]) == std::string_view::npos) {
+                return false;
+            }
+            i += 2;
+        } else if (allowed.find(target[i]) == std::string_view::npos) {
+            return false;
+        }
+    }
+    return !target.empty();
+}
+
 // What the app receives must be well-framed HTTP/1.1 with no ambiguity: a second, strict llhttp
 // parser (no lenient flags) reads everything sent upstream and must never fail, and it must see
-// exactly one request begin per forwarded head. After a 101 the bytes are a tunnel and unchecked.
+// exactly one request begin per forwarded head. Each request line must be HTTP/1.0 or HTTP/1.1
+// (llhttp also parses RTSP and ICE) with an HTTP method and a target of RFC 9112 section 3.2
+// bytes. After a 101 the bytes are a tunnel and unchecked.
 class UpstreamCheck {
 public:
     UpstreamCheck() {
         llhttp_settings_init(&settings_);
         settings_.on_message_begin = [](llhttp_t* p) noexcept {
             ++static_cast<UpstreamCheck*>(p->data)->begins;
+            return 0;
+        };
+        // The codec forwards a head in one piece, so the whole line is in the buffer being fed.
+        settings_.on_method = [](llhttp_t* p, const char* at, size_t) noexcept {
+            static_cast<UpstreamCheck*>(p->data)->line_start_ = at;
+            return 0;
+        };
+        settings_.on_version = [](llhttp_t* p, const char* at, size_t n) noexcept {
+            auto* self = static_cast<UpstreamCheck*>(p->data);
+            if (self->line_start_ == nullptr) broken("a request line forwarded in pieces");
+            self->checkLine(*p, {self->line_start_, size_t(at + n - self->line_start_)});
+            self->line_start_ = nullptr;
             return 0;
         };
         llhttp_init(&parser_, HTTP_REQUEST, &settings_);
@@ -37,6 +73,7 @@ public:
 
     void feed(const uint8_t* data, size_t n) {
         if (tunnel) return;
+        line_start_ = nullptr;
         const char* p = reinterpret_cast<const char*>(data);
         const char* end = p + n;
         while (p < end) {
@@ -56,9 +93,24 @@ public:
     bool tunnel = false;
 
 private:
+    void checkLine(const llhttp_t& p, std::string_view line) const {
+        if (!line.ends_with(" HTTP/1.1") && !line.ends_with(" HTTP/1.0")) {
+            broken("a request line that is not HTTP/1.x went upstream", line);
+        }
+        if (p.method > HTTP_UNLINK && p.method != HTTP_QUERY) {
+            broken("a method that is not HTTP went upstream", line);
+        }
+        const size_t sp1 = line.find(' ');
+        const std::string_view target = line.substr(sp1 + 1, line.size() - 9 - sp1 - 1);
+        if (!targetBytesAllowed(target) || (target == "*" && p.method != HTTP_OPTIONS)) {
+            broken("a request-target outside RFC 9112 went upstream", line);
+        }
+    }
+
     llhttp_settings_t settings_;
     llhttp_t parser_;
     bool paused_upgrade_ = false;
+    const char* line_start_ = nullptr;
 };
 
 // What the client receives must be a strictly valid sequence of responses, one final response

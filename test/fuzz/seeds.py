@@ -38,6 +38,10 @@ CONVERSATIONS = {
         (REQ, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"), (RESP, OK)],
     "ambiguous-framing": [
         (REQ, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")],
+    "target-forms": [
+        (REQ, b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"
+              b"GET http://a:80/p;x=1/%2F?q=/?%41 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        (RESP, OK + OK)],
     "response-timeout": [(REQ, GET), (LOCAL, b"x")],
     "drain": [(REQ, GET), (DRAIN, b""), (RESP, OK), (REQ, GET)],
 }

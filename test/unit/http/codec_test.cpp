@@ -410,6 +410,75 @@ TEST_CASE("CONNECT is refused locally") {
     checkAllSplits({req(request + "raw tunnel bytes")}, expected);
 }
 
+TEST_CASE("every request-target form RFC 9112 allows is forwarded as sent") {
+    const std::vector<std::string> lines = {
+        "OPTIONS * HTTP/1.1",
+        "GET http://a.example:8080/p?q=1 HTTP/1.1",
+        "GET https://a.example HTTP/1.1",
+        "GET http://[::1]:80/ HTTP/1.1",
+        "GET http://u:p@a/ HTTP/1.1",
+        "GET /a;b=c,d!$&'()*+:@-._~/%2F%aF?x=/?y HTTP/1.1",
+        "GET //a HTTP/1.1",
+        "GET /?q=%C3%A9 HTTP/1.0",
+        "QUERY /q HTTP/1.1",
+        "M-SEARCH / HTTP/1.1",
+    };
+    for (const std::string& line : lines) {
+        DYNAMIC_SECTION(line) {
+            const std::string request = line + "\r\nHost: a\r\n\r\n";
+            const size_t sp = line.find(' ');
+            const std::string method = line.substr(0, sp);
+            const std::string target = line.substr(sp + 1, line.rfind(' ') - sp - 1);
+            Outcome expected = okExchange(method, target, request.size(),
+                                          line + "\r\nHost: a\r\n" + xf("a") + "\r\n");
+            if (line.ends_with("1.0")) {
+                expected.downstream.replace(kOk.find("\r\n\r\n"), 0, "\r\nConnection: close");
+                expected.events.back() =
+                    complete(method, target, 200, request.size(), expected.downstream.size());
+                expected.closed_at = 1;
+            }
+            checkAllSplits({req(request), resp(kOk)}, expected);
+        }
+    }
+}
+
+TEST_CASE("a request line is refused as soon as it ends, before any header") {
+    // The exchange is logged with the method and target that were refused.
+    const std::string line = "DESCRIBE rtsp://a/s RTSP/1.0";
+    Outcome expected;
+    expected.downstream = localResponse(400);
+    expected.events = {
+        complete("DESCRIBE", "rtsp://a/s", 400, line.size(), localResponse(400).size(), true)};
+    expected.closed_at = 0;
+    checkAllSplits({req(line)}, expected);
+
+    const Outcome fragment = run({}, defaultFacts(), {req("GET /a#top HTTP/1.1\r\n")});
+    CHECK(fragment.upstream.empty());
+    CHECK(fragment.downstream == localResponse(400));
+    CHECK(fragment.events == std::vector<std::string>{complete("GET", "/a#top", 400, 19,
+                                                               localResponse(400).size(), true)});
+    CHECK(fragment.closed_at == 0);
+}
+
+TEST_CASE("a refused request line behind pipelined requests waits for their responses") {
+    const std::string good = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    const std::string second = "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi";
+    const std::string bad = "GET /c?x#y HTTP/1.1\r\nHost: a\r\n\r\n";
+    Outcome expected;
+    expected.upstream = "GET /a HTTP/1.1\r\nHost: a\r\n" + xf("a") + "\r\n" +
+                        "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n" + xf("a") + "\r\nhi";
+    expected.downstream = kOk + kOk + localResponse(400);
+    expected.events = {"request GET /a",
+                       "request POST /b",
+                       "response 200",
+                       complete("GET", "/a", 200, good.size(), kOk.size()),
+                       "response 200",
+                       complete("POST", "/b", 200, second.size(), kOk.size()),
+                       complete("GET", "/c?x#y", 400, 19, localResponse(400).size(), true)};
+    expected.closed_at = 2;
+    checkAllSplits({req(good + second + bad), resp(kOk), resp(kOk)}, expected);
+}
+
 // ---- limits -------------------------------------------------------------------------------
 
 TEST_CASE("request heads are limited in bytes, counted through the blank line") {
