@@ -10,7 +10,8 @@
 FROM debian:trixie-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config libuv1-dev libmbedtls-dev libllhttp-dev libyaml-cpp-dev \
+      build-essential cmake pkg-config libuv1-dev libmbedtls-dev libssl-dev libllhttp-dev \
+      libyaml-cpp-dev \
       catch2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -49,6 +49,11 @@ LoadResult load(const std::string& text, const std::string& name, const Validato
             detail::Reader reader(diagnostics);
             detail::readConfig(reader, root, config, positions);
             detail::crossCheck(reader, config, positions);
+            // The backend first: the certificate checks may run with the one the file names.
+            if (validators.backend) {
+                if (auto problem = validators.backend(config.tls_backend))
+                    reader.error(positions.tlsBackend, "tls_backend", *problem);
+            }
             detail::checkCertificates(reader, positions, validators);
             if (diagnostics.errors.empty()) result.config = std::move(config);
             break;

@@ -152,6 +152,9 @@ enum class LogFormat { Text, Json };
 struct Log {
     LogLevel level = LogLevel::Info;
     LogFormat format = LogFormat::Text;
+    // Bytes held per stream (stdout, stderr) while it is not writable; past that, whole lines
+    // are dropped and counted, so a reader that stops never stalls the proxy.
+    uint64_t queue_bytes = 1024 * 1024;
 };
 
 struct Config {
@@ -162,6 +165,7 @@ struct Config {
     Log log;
     Duration drain_timeout = std::chrono::seconds(20);
     Duration cert_poll_interval = Duration::zero();  // 0 = no polling (file watch + SIGHUP only)
+    std::string tls_backend;  // "mbedtls" | "openssl"; empty = the build's default (mbedtls)
 
     const Listener* findListener(const std::string& name) const;
 };
@@ -173,9 +177,14 @@ using PairValidator = std::function<std::optional<std::string>(const std::string
 // Checks that a CA bundle file loads.
 using CaValidator = std::function<std::optional<std::string>(const std::string& ca)>;
 
+// Checks that the named TLS backend ("" = the default) is compiled into this build; called
+// once per load, before the certificate checks, which the caller may then run with that backend.
+using BackendValidator = std::function<std::optional<std::string>(const std::string& name)>;
+
 struct Validators {
     PairValidator pair;
     CaValidator ca;
+    BackendValidator backend;
 };
 
 struct LoadResult {

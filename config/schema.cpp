@@ -297,6 +297,42 @@ void readHttp(Reader& reader, const Field& field, HttpOptions& http) {
     }
 }
 
+// h2 negotiated by ALPN is tunneled to the app unparsed: none of the listener's header edits
+// apply to it, so the forwarding and client-certificate headers that the app trusts would be
+// whatever the client sent. h2 is offered only where the listener sets none of them. A tcp
+// listener edits no headers (its PROXY protocol header carries the client's address apart from
+// the stream), so any ALPN is fine there.
+void checkH2(Reader& reader, const Listener& listener, const std::optional<Field>& tls,
+             const std::optional<Field>& upstream) {
+    if (listener.protocol != Protocol::Http) return;
+    std::string needed;
+    if (listener.http.forwarded != ForwardedMode::None) needed = "http.forwarded: none";
+    if (listener.http.client_cert_header) {
+        needed += needed.empty() ? "" : " and ";
+        needed += "http.client_cert_header: false";
+    }
+    if (needed.empty()) return;
+    const std::string why =
+        "h2 is tunneled to the app unparsed, so this listener's header rewriting does not apply "
+        "to it and a client's forged X-Forwarded-For, Forwarded or X-Forwarded-Client-Cert would "
+        "reach the app; set " +
+        needed;
+    if (listener.upstream.http2 && upstream) {
+        const YAML::Node& node = upstream->value;
+        reader.error(toMark(node["http2"].Mark()), upstream->path + ".http2",
+                     why + ", or leave http2 off");
+    }
+    if (!listener.tls || !tls) return;
+    const auto& alpn = listener.tls->alpn;
+    const auto h2 = std::find(alpn.begin(), alpn.end(), "h2");
+    if (h2 == alpn.end()) return;
+    const YAML::Node& node = tls->value;
+    const size_t index = size_t(h2 - alpn.begin());
+    reader.error(toMark(node["alpn"][index].Mark()),
+                 tls->path + ".alpn[" + std::to_string(index) + "]",
+                 why + ", or remove h2 from the list");
+}
+
 void readListener(Reader& reader, const Field& field, Config& config, Positions& positions) {
     MapReader map(reader, field,
                   {"name", "listen", "protocol", "tls", "upstream", "timeouts", "limits", "http"});
@@ -329,14 +365,17 @@ void readListener(Reader& reader, const Field& field, Config& config, Positions&
             listener.protocol = *value;
         }
     }
-    if (auto tls = map.get("tls")) listener.tls = readServerTls(reader, *tls, positions);
-    if (auto upstream = map.require("upstream")) {
+    const auto tls = map.get("tls");
+    if (tls) listener.tls = readServerTls(reader, *tls, positions);
+    const auto upstream = map.require("upstream");
+    if (upstream) {
         readUpstream(reader, *upstream, listener.protocol, listener.upstream, at.upstream,
                      positions);
     }
     if (auto timeouts = map.get("timeouts")) readTimeouts(reader, *timeouts, listener.timeouts);
     if (auto limits = map.get("limits")) readLimits(reader, *limits, listener.limits);
     if (auto http = map.get("http")) readHttp(reader, *http, listener.http);
+    checkH2(reader, listener, tls, upstream);
     config.listeners.push_back(std::move(listener));
     positions.listeners.push_back(at);
 }
@@ -434,7 +473,7 @@ void readRedirect(Reader& reader, const Field& field, Redirect& redirect, Positi
 }
 
 void readLog(Reader& reader, const Field& field, Log& log) {
-    MapReader map(reader, field, {"level", "format"});
+    MapReader map(reader, field, {"level", "format", "queue_bytes"});
     if (auto level = map.get("level")) {
         if (auto value = reader.choice<LogLevel>(*level, {{"debug", LogLevel::Debug},
                                                           {"info", LogLevel::Info},
@@ -447,6 +486,12 @@ void readLog(Reader& reader, const Field& field, Log& log) {
         if (auto value = reader.choice<LogFormat>(
                 *format, {{"text", LogFormat::Text}, {"json", LogFormat::Json}})) {
             log.format = *value;
+        }
+    }
+    // Below 64 KiB, ordinary long lines (a request target may be 32 KiB) would not fit.
+    if (auto queue = map.get("queue_bytes")) {
+        if (auto value = reader.integer(*queue, 64 * 1024, 1024 * 1024 * 1024)) {
+            log.queue_bytes = *value;
         }
     }
 }
@@ -469,7 +514,8 @@ void readConfig(Reader& reader, const YAML::Node& root, Config& config, Position
         return;
     }
     MapReader top(reader, Field{root, "", rootMark},
-                  {"listeners", "admin", "redirect", "log", "drain_timeout", "cert_poll_interval"});
+                  {"listeners", "admin", "redirect", "log", "drain_timeout", "cert_poll_interval",
+                   "tls_backend"});
     if (auto listeners = top.require("listeners")) {
         if (auto items = reader.list(*listeners)) {
             if (items->empty()) {
@@ -489,6 +535,13 @@ void readConfig(Reader& reader, const YAML::Node& root, Config& config, Position
     }
     if (auto poll = top.get("cert_poll_interval")) {
         if (auto value = reader.duration(*poll, true)) config.cert_poll_interval = *value;
+    }
+    if (auto backend = top.get("tls_backend")) {
+        if (auto value = reader.choice<std::string>(
+                *backend, {{"mbedtls", "mbedtls"}, {"openssl", "openssl"}})) {
+            config.tls_backend = *value;
+            positions.tlsBackend = backend->valueMark();
+        }
     }
 }
 

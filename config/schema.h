@@ -35,6 +35,7 @@ struct Positions {
 
     std::vector<ListenerPositions> listeners;
     Mark adminListen;  // line 0 when admin.listen is the default or invalid
+    Mark tlsBackend;   // line 0 when tls_backend is not set
     bool adminListenValid = true;
     std::vector<InboundPositions> inbound;
     std::vector<Mark> excludePorts;

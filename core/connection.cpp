@@ -154,8 +154,10 @@ uint64_t Connection::deadlineAt() const {
         case State::RequestHead:
             return head_since_ms_ + uint64_t(t.header.count());
         case State::AwaitingResponse:
-            return earliest(state_since_ms_ + uint64_t(t.upstream_response.count()),
-                            head_since_ms_ != 0 ? head_since_ms_ + uint64_t(t.header.count()) : 0);
+            // A pipelined head that arrives meanwhile is timed from its first byte, but only
+            // once the responses owed before it are done (RequestHead): a 408 now would take
+            // the place of the response the app is still preparing.
+            return state_since_ms_ + uint64_t(t.upstream_response.count());
         case State::Flushing:
             return state_since_ms_ + kFlushTimeoutMs;
         case State::Closed:
@@ -228,8 +230,6 @@ void Connection::expire() {
         case State::RequestHead:
             break;
         case State::AwaitingResponse:
-            if (head_since_ms_ != 0 && now >= head_since_ms_ + uint64_t(cfg.timeouts.header.count()))
-                break;
             server_.log().warn("upstream response timeout", {{"listener", cfg.name},
                                                              {"upstream", cfg.upstream.address.toString()},
                                                              {"client", peer_ip_}});

@@ -1,9 +1,7 @@
 #include "core/log.h"
 
 #include <sys/time.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <ctime>
 
@@ -21,23 +19,40 @@ const char* levelName(config::LogLevel level) {
     return "info";
 }
 
-void writeLine(int fd, const std::string& line) {
-    // One write per line (or per batch of whole lines) keeps lines whole on a shared stream.
-    size_t off = 0;
-    while (off < line.size()) {
-        ssize_t n = ::write(fd, line.data() + off, line.size() - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;  // nowhere to report a failing log stream
-        off += static_cast<size_t>(n);
+// Length (2 to 4) of the valid UTF-8 sequence at the start of `s`, with its code point; 0 when
+// there is none: overlong forms, surrogates and values past U+10FFFF are not valid.
+size_t utf8Sequence(std::string_view s, uint32_t* cp) {
+    const auto lead = static_cast<unsigned char>(s[0]);
+    size_t len = 0;
+    uint32_t value = 0;
+    if (lead >= 0xc2 && lead <= 0xdf) {
+        len = 2;
+        value = lead & 0x1fu;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+        len = 3;
+        value = lead & 0x0fu;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+        len = 4;
+        value = lead & 0x07u;
+    } else {
+        return 0;
     }
+    if (s.size() < len) return 0;
+    for (size_t i = 1; i < len; ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if ((c & 0xc0u) != 0x80u) return 0;
+        value = (value << 6) | (c & 0x3fu);
+    }
+    if (len == 3 && (value < 0x800 || (value >= 0xd800 && value <= 0xdfff))) return 0;
+    if (len == 4 && (value < 0x10000 || value > 0x10ffff)) return 0;
+    *cp = value;
+    return len;
 }
 
-bool needsQuotes(std::string_view s) {
-    if (s.empty()) return true;
-    for (char c : s) {
-        if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x20) return true;
-    }
-    return false;
+void appendUnicodeEscape(std::string& out, uint32_t cp) {
+    static const char hex[] = "0123456789abcdef";
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) out += hex[(cp >> shift) & 15];
 }
 
 // ,"key":value for each field.
@@ -56,11 +71,31 @@ void appendJsonFields(std::string& line, std::initializer_list<Field> fields) {
     }
 }
 
+std::string droppedMessage(uint64_t n) {
+    return std::to_string(n) + " log lines dropped: stream was not writable";
+}
+
 }  // namespace
 
 void appendJsonEscaped(std::string& out, std::string_view s) {
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned char c : s) {
+    size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            uint32_t cp = 0;
+            const size_t len = utf8Sequence(s.substr(i), &cp);
+            if (len == 0) {
+                appendUnicodeEscape(out, c);  // not UTF-8: the byte itself, as U+00XX
+                ++i;
+            } else if (cp <= 0x9f || cp == 0x2028 || cp == 0x2029) {
+                appendUnicodeEscape(out, cp);
+                i += len;
+            } else {
+                out.append(s.substr(i, len));
+                i += len;
+            }
+            continue;
+        }
         switch (c) {
             case '"': out += "\\\""; break;
             case '\\': out += "\\\\"; break;
@@ -69,13 +104,24 @@ void appendJsonEscaped(std::string& out, std::string_view s) {
             case '\t': out += "\\t"; break;
             default:
                 if (c < 0x20 || c == 0x7f) {
-                    out += "\\u00";
-                    out += hex[c >> 4];
-                    out += hex[c & 15];
+                    appendUnicodeEscape(out, c);
                 } else {
                     out += static_cast<char>(c);
                 }
         }
+        ++i;
+    }
+}
+
+void appendTextValue(std::string& out, std::string_view s) {
+    const size_t start = out.size();
+    out += '"';
+    appendJsonEscaped(out, s);
+    const std::string_view escaped = std::string_view(out).substr(start + 1);
+    if (!s.empty() && escaped == s && s.find_first_of(" =") == std::string_view::npos) {
+        out.erase(start, 1);
+    } else {
+        out += '"';
     }
 }
 
@@ -91,9 +137,32 @@ std::string timestampNow() {
     return buf;
 }
 
-void Logger::write(config::LogLevel level, std::string_view msg,
-                   std::initializer_list<Field> fields) const {
-    if (!enabled(level)) return;
+Logger::Logger(int log_fd, int access_fd)
+    : log_stream_(log_fd,
+                  [this](uint64_t n) {
+                      return formatLine(config::LogLevel::Warn, droppedMessage(n),
+                                        {{"stream", "log"}, {"dropped", n}});
+                  }),
+      access_stream_(access_fd, [](uint64_t n) {
+          // Access streams are JSON whatever log.format says; no "type" keeps it apart from
+          // the access records.
+          std::string line = "{\"time\":\"" + timestampNow() + "\",\"level\":\"warn\",\"msg\":\"";
+          line += droppedMessage(n);
+          line += "\",\"stream\":\"access\",\"dropped\":" + std::to_string(n) + "}\n";
+          return line;
+      }) {}
+
+Logger::~Logger() { flushAccess(); }
+
+void Logger::configure(const config::Log& log) {
+    level_ = log.level;
+    format_ = log.format;
+    log_stream_.setQueueLimit(size_t(log.queue_bytes));
+    access_stream_.setQueueLimit(size_t(log.queue_bytes));
+}
+
+std::string Logger::formatLine(config::LogLevel level, std::string_view msg,
+                               std::initializer_list<Field> fields) const {
     std::string line;
     line.reserve(160);
     if (format_ == config::LogFormat::Json) {
@@ -111,24 +180,26 @@ void Logger::write(config::LogLevel level, std::string_view msg,
         line += ' ';
         line += levelName(level);
         line += ' ';
-        line += msg;
+        appendJsonEscaped(line, msg);  // a message is never quoted, but stays on its line
         for (const Field& f : fields) {
             line += ' ';
-            line += f.key;
+            appendJsonEscaped(line, f.key);
             line += '=';
             if (f.is_number) {
                 line += std::to_string(f.number);
-            } else if (needsQuotes(f.text)) {
-                line += '"';
-                appendJsonEscaped(line, f.text);
-                line += '"';
             } else {
-                line += f.text;
+                appendTextValue(line, f.text);
             }
         }
         line += '\n';
     }
-    writeLine(STDERR_FILENO, line);
+    return line;
+}
+
+void Logger::write(config::LogLevel level, std::string_view msg,
+                   std::initializer_list<Field> fields) const {
+    if (!enabled(level)) return;
+    log_stream_.write(formatLine(level, msg, fields));
 }
 
 void Logger::access(std::initializer_list<Field> fields) {
@@ -142,15 +213,28 @@ void Logger::access(std::initializer_list<Field> fields) {
     if (!buffer_access_ || line.size() >= kAccessBufferBytes) flushAccess();
 }
 
-void Logger::bufferAccess(bool on) {
-    buffer_access_ = on;
-    if (!on) flushAccess();
-}
-
 void Logger::flushAccess() {
     if (access_buf_.empty()) return;
-    writeLine(STDOUT_FILENO, access_buf_);
+    access_stream_.write(access_buf_);
     access_buf_.clear();
+}
+
+void Logger::attach(uv_loop_t* loop) {
+    buffer_access_ = true;
+    if (auto why = log_stream_.attach(loop)) {
+        warn("log lines may block the proxy: stderr stays in blocking mode", {{"error", *why}});
+    }
+    if (auto why = access_stream_.attach(loop)) {
+        warn("access lines may block the proxy: stdout stays in blocking mode", {{"error", *why}});
+    }
+}
+
+void Logger::detach() {
+    buffer_access_ = false;
+    flushAccess();
+    const auto deadline = LogStream::Clock::now() + kExitFlushTimeout;
+    access_stream_.detach(deadline);
+    log_stream_.detach(deadline);
 }
 
 }  // namespace sidecar::core

@@ -1,12 +1,10 @@
 // The sidecar command line: run, check-config, gen-cert, init-net, version.
 
 #include <fcntl.h>
+#include <llhttp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
-
-#include <llhttp.h>
-#include <mbedtls/build_info.h>
 
 #include <csignal>
 #include <cstdio>
@@ -22,6 +20,7 @@
 #include "core/server.h"
 #include "initnet/command.h"
 #include "tls/backend.h"
+#include "tls/factory.h"
 
 #ifndef SIDECAR_VERSION
 #define SIDECAR_VERSION "0.0.0"
@@ -76,14 +75,48 @@ bool wantsHelp(const std::vector<std::string>& args) {
     return false;
 }
 
-config::Validators validators(tls::Backend& backend) {
-    config::Validators v;
-    v.pair = [&backend](const std::string& cert, const std::string& key) {
-        return backend.checkKeyPair(cert, key);
-    };
-    v.ca = [&backend](const std::string& ca) { return backend.checkCaBundle(ca); };
-    return v;
-}
+// TLS backends by name, made on first use and kept for the life of the command: the config
+// loader checks certificates with the backend the file names (tls_backend), and the running
+// proxy holds a reference to one of them.
+class Backends {
+public:
+    // nullptr when `name` is not compiled in; "" is the default backend.
+    tls::Backend* get(std::string_view name) {
+        if (name.empty()) name = tls::defaultBackendName();
+        for (const auto& b : made_)
+            if (name == b->name()) return b.get();
+        std::unique_ptr<tls::Backend> b = tls::makeBackend(name);
+        if (!b) return nullptr;
+        made_.push_back(std::move(b));
+        return made_.back().get();
+    }
+
+    config::Validators validators() {
+        config::Validators v;
+        v.backend = [this](const std::string& name) -> std::optional<std::string> {
+            checking_ = get(name);
+            if (checking_ != nullptr) return std::nullopt;
+            std::string compiled;
+            for (const tls::BackendInfo& b : tls::compiledBackends())
+                compiled += (compiled.empty() ? "" : ", ") + b.name;
+            return "\"" + name + "\" is not compiled into this build (it has: " + compiled + ")";
+        };
+        v.pair = [this](const std::string& cert, const std::string& key) {
+            return checker().checkKeyPair(cert, key);
+        };
+        v.ca = [this](const std::string& ca) { return checker().checkCaBundle(ca); };
+        return v;
+    }
+
+private:
+    tls::Backend& checker() {
+        if (checking_ == nullptr) checking_ = get("");
+        return *checking_;
+    }
+
+    std::vector<std::unique_ptr<tls::Backend>> made_;
+    tls::Backend* checking_ = nullptr;  // the backend the file being loaded names
+};
 
 void printErrors(const std::vector<config::Error>& errors) {
     for (const config::Error& e : errors) std::cerr << e.toString() << "\n";
@@ -142,13 +175,13 @@ int cmdRun(std::vector<std::string> args) {
         return 2;
     }
     core::Logger log;
-    std::unique_ptr<tls::Backend> backend = tls::makeMbedtlsBackend();
+    Backends backends;
     std::optional<config::Config> cfg;
     if (path.empty()) {
-        cfg = embeddedDefault(*backend, log);
+        cfg = embeddedDefault(*backends.get(""), log);
         if (!cfg) return 1;
     } else {
-        config::LoadResult res = config::loadFile(path, validators(*backend));
+        config::LoadResult res = config::loadFile(path, backends.validators());
         if (!res.errors.empty()) {
             printErrors(res.errors);
             return 1;
@@ -156,6 +189,7 @@ int cmdRun(std::vector<std::string> args) {
         cfg = std::move(res.config);
     }
     log.configure(cfg->log);
+    tls::Backend* backend = backends.get(cfg->tls_backend);  // the loader checked that it exists
 
     uv_loop_t loop;
     if (int r = uv_loop_init(&loop); r != 0) {
@@ -165,9 +199,11 @@ int cmdRun(std::vector<std::string> args) {
     core::Metrics metrics;
     int rc = 0;
     {
-        core::Server server(&loop, log, *backend, metrics, validators(*backend));
+        core::Server server(&loop, log, *backend, metrics, backends.validators());
         if (!server.start(*cfg)) rc = 1;
-        log.info("sidecar started", {{"version", SIDECAR_VERSION}, {"config", cfg->source}});
+        log.info("sidecar started", {{"version", SIDECAR_VERSION},
+                                     {"config", cfg->source},
+                                     {"tls_backend", backend->name()}});
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     // Everything is closed by now; run once more for any close callbacks, then free the loop.
@@ -186,8 +222,8 @@ int cmdCheckConfig(std::vector<std::string> args) {
         std::cerr << kCheckUsage;
         return 2;
     }
-    std::unique_ptr<tls::Backend> backend = tls::makeMbedtlsBackend();
-    config::LoadResult res = config::loadFile(path, validators(*backend));
+    Backends backends;
+    config::LoadResult res = config::loadFile(path, backends.validators());
     if (!res.errors.empty()) {
         printErrors(res.errors);
         std::cerr << path << ": " << res.errors.size() << " error(s)\n";
@@ -256,9 +292,9 @@ int cmdGenCert(const std::vector<std::string>& args) {
         std::cerr << "gen-cert: cannot create " << out << ": " << std::strerror(errno) << "\n";
         return 1;
     }
-    std::unique_ptr<tls::Backend> backend = tls::makeMbedtlsBackend();
+    Backends backends;
     std::string cert, key, error;
-    if (!backend->selfSigned(hosts, days, &cert, &key, &error)) {
+    if (!backends.get("")->selfSigned(hosts, days, &cert, &key, &error)) {
         std::cerr << "gen-cert: " << error << "\n";
         return 1;
     }
@@ -296,9 +332,15 @@ int cmdInitNet(std::vector<std::string> args) {
 }
 
 int cmdVersion() {
-    std::cout << "sidecar " << SIDECAR_VERSION << " (mbedTLS " << MBEDTLS_VERSION_STRING << ", libuv "
-              << uv_version_string() << ", llhttp " << LLHTTP_VERSION_MAJOR << "." << LLHTTP_VERSION_MINOR
-              << "." << LLHTTP_VERSION_PATCH << ")\n";
+    std::cout << "sidecar " << SIDECAR_VERSION << " (libuv " << uv_version_string() << ", llhttp "
+              << LLHTTP_VERSION_MAJOR << "." << LLHTTP_VERSION_MINOR << "." << LLHTTP_VERSION_PATCH
+              << ")\n";
+    std::cout << "TLS backends (tls_backend):";
+    for (const tls::BackendInfo& b : tls::compiledBackends()) {
+        std::cout << " " << b.name << " (" << b.library
+                  << (b.name == tls::defaultBackendName() ? ", default" : "") << ")";
+    }
+    std::cout << "\n";
     return 0;
 }
 

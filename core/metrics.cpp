@@ -158,6 +158,11 @@ std::string Metrics::render() const {
         sample(out, "sidecar_certificate_not_after_seconds",
                listenerLabel(c.listener) + ",path=\"" + escapeLabel(c.path) + "\"", double(c.not_after));
     }
+    header(out, "sidecar_log_lines_dropped_total", "counter",
+           "Log lines dropped because their stream (stdout, stderr) was not writable.");
+    sample(out, "sidecar_log_lines_dropped_total", "stream=\"access\"",
+           double(log_lines_dropped[0]));
+    sample(out, "sidecar_log_lines_dropped_total", "stream=\"log\"", double(log_lines_dropped[1]));
     header(out, "sidecar_draining", "gauge", "1 while the proxy drains before exit.");
     sample(out, "sidecar_draining", "", draining ? 1 : 0);
     header(out, "sidecar_start_time_seconds", "gauge", "Process start time (unix seconds).");

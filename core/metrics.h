@@ -68,6 +68,8 @@ struct Metrics {
     uint64_t config_reloads_failed = 0;
     std::vector<CertificateGauge> certificates;
     int64_t start_time = 0;  // unix seconds
+    // Log lines dropped because their stream was not writable: [0] access (stdout), [1] log.
+    std::array<uint64_t, 2> log_lines_dropped{};
     bool draining = false;
 
     std::string render() const;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/connection.h"
+#include "tls/factory.h"
 
 namespace sidecar::core {
 
@@ -159,6 +160,8 @@ std::shared_ptr<ListenerRuntime> Server::buildRuntime(const config::Listener& l,
 bool Server::start(const config::Config& cfg) {
     cfg_ = cfg;
     metrics_.start_time = int64_t(time(nullptr));
+    // From here on a log reader that stops reading costs dropped lines, never a stalled loop.
+    log_.attach(loop_);
     bool ok = true;
     for (const config::Listener& l : cfg.listeners) {
         std::string error;
@@ -186,7 +189,10 @@ bool Server::start(const config::Config& cfg) {
     if (cfg.admin.enabled) {
         AdminServer::Hooks hooks;
         hooks.ready = [this] { return ready(); };
-        hooks.metrics = [this] { return metrics_.render(); };
+        hooks.metrics = [this] {
+            metrics_.log_lines_dropped = {log_.droppedAccessLines(), log_.droppedLogLines()};
+            return metrics_.render();
+        };
         hooks.shutdown = [this] { beginDrain("POST /shutdown"); };
         admin_ = std::make_unique<AdminServer>(loop_, log_, std::move(hooks));
         if (auto err = admin_->listen(cfg.admin.listen)) {
@@ -215,7 +221,6 @@ bool Server::start(const config::Config& cfg) {
     // waits; the handle does not keep the loop alive by itself.
     uv_prepare_start(&log_flush_, onLoopIdle);
     uv_unref(reinterpret_cast<uv_handle_t*>(&log_flush_));
-    log_.bufferAccess(true);
     if (!ok) {
         beginDrain("start-up failed");
         return false;
@@ -279,7 +284,7 @@ void Server::closeOwnHandles() {
     if (admin_) admin_->close();
     if (!handles_inited_) return;
     handles_inited_ = false;
-    log_.bufferAccess(false);
+    log_.detach();
     for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sig_term_), reinterpret_cast<uv_handle_t*>(&sig_int_),
                            reinterpret_cast<uv_handle_t*>(&sig_hup_), reinterpret_cast<uv_handle_t*>(&drain_timer_),
                            reinterpret_cast<uv_handle_t*>(&debounce_timer_),
@@ -473,6 +478,13 @@ void Server::reloadConfig() {
     config::Config next = std::move(*res.config);
     if (next.admin.listen.toString() != cfg_.admin.listen.toString() || next.admin.enabled != cfg_.admin.enabled)
         log_.warn("admin endpoint changes take effect after a restart");
+    // Contexts and sessions come from the backend the process started with.
+    std::string_view wanted_backend =
+        next.tls_backend.empty() ? tls::defaultBackendName() : std::string_view(next.tls_backend);
+    if (wanted_backend != backend_.name())
+        log_.warn("tls_backend changes take effect after a restart",
+                  {{"running", backend_.name()}, {"configured", wanted_backend}});
+    next.tls_backend = cfg_.tls_backend;
     // Build every runtime first: a reload applies completely or not at all.
     std::vector<std::shared_ptr<ListenerRuntime>> runtimes;
     for (const config::Listener& l : next.listeners) {

@@ -20,6 +20,23 @@ enum class Result {
     Error,      // fatal; error() says why; an alert may be waiting in takeCiphertext()
 };
 
+// The contract every backend keeps, and every caller relies on no more than this:
+// - Any call may leave ciphertext to send, not only writePlain(): handshake() its flights,
+//   readPlain() a TLS 1.3 KeyUpdate reply or a server's late alert, shutdown() close_notify,
+//   a failed call its alert. After every call, send what hasCiphertext() reports.
+// - The session owns its buffers. feedCiphertext() copies; takeCiphertext() swaps a vector
+//   out. Output is never refused: it grows until taken, so a caller bounds memory by taking it
+//   and applying its own watermarks before producing more plaintext.
+// - writePlain(data, len, &n): `n` bytes (0 <= n <= len) were consumed, whatever the result.
+//   On Ok, n == len. On WantRead (handshake still waiting for the peer) or WantWrite (output
+//   must be sent first), the caller keeps data[n..len) and offers exactly those bytes again, in
+//   order, once it has fed more ciphertext or sent takeCiphertext(); the buffer holding them may
+//   move between calls. On Error, n says how much was encrypted before the failure, and nothing
+//   more will be. Both current backends consume everything or fail (mbedTLS loops over records,
+//   OpenSSL runs without partial writes), but a caller must not assume it.
+// - readPlain() returns Ok with *n > 0, or WantRead/WantWrite/Eof/Error with *n == 0. Eof and
+//   Error are final: every later call returns the same.
+
 enum class ClientAuth { None, Optional, Required };
 
 struct AllowList {
@@ -109,7 +126,8 @@ public:
 
     // Decrypts into `out`. Ok with *n > 0; WantRead when nothing is buffered; Eof on close_notify.
     virtual Result readPlain(uint8_t* out, size_t cap, size_t* n) = 0;
-    // Encrypts up to len bytes (all of them unless an error occurs); output in takeCiphertext().
+    // Encrypts up to len bytes; *n tells how many were consumed (see the contract above for
+    // what the caller does with the rest). Output in takeCiphertext().
     virtual Result writePlain(const uint8_t* data, size_t len, size_t* n) = 0;
     // True when received ciphertext or decrypted plaintext is still inside the session, so
     // readPlain() may return data without new input (drain after a read pause).
@@ -147,7 +165,6 @@ public:
                             std::string* private_key_pem, std::string* error) = 0;
 };
 
-// The default backend. Initialises PSA crypto once.
-std::unique_ptr<Backend> makeMbedtlsBackend();
+// Backends are made by name through tls/factory.h.
 
 }  // namespace sidecar::tls

@@ -4,13 +4,17 @@
 #include <string>
 
 #include "tls/backend.h"
+#include "tls/factory.h"
 
 namespace {
 
 struct Server {
-    std::unique_ptr<sidecar::tls::Backend> backend = sidecar::tls::makeMbedtlsBackend();
+    // SIDECAR_TLS_BACKEND picks the backend under test; the default one otherwise.
+    std::unique_ptr<sidecar::tls::Backend> backend = sidecar::tls::makeBackend(
+        std::getenv("SIDECAR_TLS_BACKEND") != nullptr ? std::getenv("SIDECAR_TLS_BACKEND") : "");
     std::shared_ptr<sidecar::tls::Context> context;
     Server() {
+        if (!backend) abort();
         sidecar::tls::ServerOptions o;
         std::string error;
         if (!backend->selfSigned({"localhost"}, 1, &o.pair.certificate_pem, &o.pair.private_key_pem, &error))

@@ -19,6 +19,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("SIDECAR_BIN", ROOT / "build" / "sidecar"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+# The TLS backend every generated config names (tls_backend); scripts/test runs the suite with each.
+TLS_BACKEND = os.environ.get("SIDECAR_TLS_BACKEND", "mbedtls")
+
+
+def with_tls_backend(config_text):
+    """The config with the suite's tls_backend, unless it names one itself."""
+    if any(line.startswith("tls_backend:") for line in config_text.splitlines()):
+        return config_text
+    return f"tls_backend: {TLS_BACKEND}\n{config_text}"
 
 
 def free_port(family=socket.AF_INET):
@@ -149,7 +158,7 @@ class Proxy:
     def __init__(self, config_text, workdir, name="sidecar", env=None):
         self.workdir = Path(workdir)
         self.config_path = self.workdir / f"{name}.yaml"
-        self.config_path.write_text(config_text)
+        self.config_path.write_text(with_tls_backend(config_text))
         self.proc = None
         self.env = env
 
@@ -320,4 +329,4 @@ def tls_listener(name, port, upstream_port, cert, protocol="tcp", extra_tls="", 
 
 def base_config(listeners, admin_port=None, extra=""):
     admin = f"admin:\n  listen: 127.0.0.1:{admin_port}\n" if admin_port else "admin:\n  enabled: false\n"
-    return f"listeners:{listeners}\n{admin}log:\n  level: debug\n  format: json\n{extra}"
+    return with_tls_backend(f"listeners:{listeners}\n{admin}log:\n  level: debug\n  format: json\n{extra}")

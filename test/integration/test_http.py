@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Nginx, ScriptedUpstream, base_config, free_port, run, tls_listener
+from conftest import BIN, Nginx, ScriptedUpstream, base_config, free_port, run, tls_listener
 
 # nginx locations used by these tests, on top of the stock ones in conftest.Nginx.
 EXTRA_LOCATIONS = r"""
@@ -577,6 +577,10 @@ def test_upgrade_refused_by_app_is_a_normal_response(proxies, workdir, cert, ups
 
 # ---- HTTP/2 (ALPN h2 tunneled to an h2c upstream) ----
 
+# h2 is tunneled unparsed, so it is offered only on a listener that injects no headers.
+NO_INJECTED_HEADERS = {"forwarded": "none", "client_cert_header": "false"}
+
+
 @pytest.fixture
 def h2_nginx(workdir):
     n = Nginx(workdir, http2=True).start()
@@ -585,7 +589,8 @@ def h2_nginx(workdir):
 
 
 def test_http2_negotiated_and_served(proxies, workdir, h2_nginx, cert):
-    p, port = start_http_proxy(proxies, workdir, h2_nginx.port, cert, upstream_extra="      http2: true")
+    p, port = start_http_proxy(proxies, workdir, h2_nginx.port, cert, http=NO_INJECTED_HEADERS,
+                               upstream_extra="      http2: true")
     r = curl("--http2", "--cacert", str(cert[0]), "-w", "\n%{http_version}", f"https://localhost:{port}/")
     assert r.returncode == 0, r.stderr
     body, version = r.stdout.rsplit("\n", 1)
@@ -595,7 +600,8 @@ def test_http2_negotiated_and_served(proxies, workdir, h2_nginx, cert):
 
 
 def test_h2load(proxies, workdir, h2_nginx, cert):
-    p, port = start_http_proxy(proxies, workdir, h2_nginx.port, cert, upstream_extra="      http2: true")
+    p, port = start_http_proxy(proxies, workdir, h2_nginx.port, cert, http=NO_INJECTED_HEADERS,
+                               upstream_extra="      http2: true")
     r = run(["h2load", "-n", "2000", "-c", "10", "-m", "10", f"https://localhost:{port}/small"], timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Application protocol: h2" in r.stdout, r.stdout
@@ -604,6 +610,26 @@ def test_h2load(proxies, workdir, h2_nginx, cert):
     assert m, r.stdout
     assert m.groups() == ("2000", "2000", "2000", "2000", "0", "0"), r.stdout
     assert re.search(r"status codes: 2000 2xx", r.stdout), r.stdout
+
+
+@pytest.mark.parametrize("http", [{}, {"forwarded": "none"}, {"client_cert_header": "false"}],
+                         ids=["defaults", "forwarded-none", "client_cert_header-false"])
+def test_http2_refused_on_a_listener_that_injects_headers(workdir, cert, http):
+    cfg = base_config(tls_listener("web", free_port(), free_port(), cert, protocol="http",
+                                   extra=section("http", http), upstream_extra="      http2: true"))
+    path = workdir / "h2.yaml"
+    path.write_text(cfg)
+    line = cfg.splitlines().index("      http2: true") + 1
+    where = f"{path}:{line}:14: listeners[0].upstream.http2: h2 is tunneled to the app unparsed"
+    forged = "a client's forged X-Forwarded-For, Forwarded or X-Forwarded-Client-Cert would reach the app"
+    needed = [s for k, s in (("forwarded", "http.forwarded: none"),
+                             ("client_cert_header", "http.client_cert_header: false")) if k not in http]
+    for cmd in ("check-config", "run"):  # `run` exits before it starts
+        r = run([str(BIN), cmd, "-c", str(path)], timeout=30)
+        assert r.returncode == 1, (cmd, r.stdout, r.stderr)
+        assert where in r.stderr and forged in r.stderr, (cmd, r.stderr)
+        assert "set " + " and ".join(needed) + ", or leave http2 off" in r.stderr, (cmd, r.stderr)
+        assert "sidecar started" not in r.stderr
 
 
 def test_without_http2_alpn_offers_only_http11(proxies, workdir, web, cert):

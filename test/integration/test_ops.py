@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import ScriptedUpstream, base_config, free_port, gen_cert, run, tls_listener
+from conftest import BIN, TLS_BACKEND, ScriptedUpstream, base_config, free_port, gen_cert, run, tls_listener
 
 
 # ---- helpers ----
@@ -568,6 +568,36 @@ def test_sighup_config_reload_limits_and_log_level(proxies, workdir, nginx, cert
     assert value(fam, "sidecar_config_reloads_total", result="ok") == 1
     first.close()
     second.close()
+
+
+def test_tls_backend_change_on_sighup_needs_a_restart(proxies, workdir, nginx, cert):
+    """The backend named at start keeps serving; the rest of the new config applies."""
+    other = "openssl" if TLS_BACKEND == "mbedtls" else "mbedtls"
+    port = free_port()
+    p = start(proxies, workdir, http_listener("web", port, nginx.port, cert))
+    assert f'"tls_backend":"{TLS_BACKEND}"' in p.log.wait_for("sidecar started")
+    mark = p.log.count()
+    text = p.config_path.read_text().replace(f"tls_backend: {TLS_BACKEND}", f"tls_backend: {other}")
+    p.config_path.write_text(text.replace("level: debug", "level: info"))
+    p.signal(signal.SIGHUP)
+    line = p.log.wait_for("tls_backend changes take effect after a restart", start=mark)
+    assert f'"running":"{TLS_BACKEND}"' in line and f'"configured":"{other}"' in line
+    p.log.wait_for("configuration reloaded", start=mark)
+    status, _, _ = https_get(port, cafiles=[cert[0]])
+    assert status == 200
+
+
+def test_tls_backend_is_checked_with_positions(workdir, cert):
+    bad = workdir / "backend.yaml"
+    bad.write_text(base_config(tls_listener("web", free_port(), free_port(), cert))
+                   .replace(f"tls_backend: {TLS_BACKEND}", "tls_backend: gnutls"))
+    r = run([str(BIN), "check-config", "-c", str(bad)])
+    assert r.returncode == 1
+    assert f'{bad}:1:14: tls_backend: "gnutls" is not one of the accepted values: mbedtls, openssl' \
+        in r.stderr
+    r = run([str(BIN), "version"])
+    assert re.search(r"TLS backends \(tls_backend\): mbedtls \(mbedTLS 3\.6[^)]*, default\) "
+                     r"openssl \(OpenSSL 3\.", r.stdout), r.stdout
 
 
 def test_invalid_config_on_sighup_keeps_old(proxies, workdir, nginx, cert):

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "tls/factory.h"
 #include "tls/mbedtls/context.h"
 #include "tls/mbedtls/selfsigned.h"
 #include "tls/mbedtls/x509.h"

@@ -6,8 +6,6 @@
 namespace sidecar::tls::mbed {
 namespace {
 
-constexpr const char* kSystemCaBundle = "/etc/ssl/certs/ca-certificates.crt";
-
 // AEAD with forward secrecy only. TLS 1.3: its three standard suites. TLS 1.2: ECDHE with
 // AES-GCM or ChaCha20-Poly1305, for ECDSA and RSA certificates.
 const int kCiphersuites[] = {
@@ -42,19 +40,6 @@ bool parseVersion(const std::string& text, const char* what, mbedtls_ssl_protoco
     }
     *error = std::string(what) + " \"" + text + "\" is not supported (use \"1.2\" or \"1.3\")";
     return false;
-}
-
-// "www.example.com." and "WWW.Example.com" name the same host.
-std::string normalizeName(std::string_view name) {
-    if (!name.empty() && name.back() == '.') name.remove_suffix(1);
-    return lowerAscii(name);
-}
-
-bool validSniPattern(const std::string& name) {
-    if (name.empty()) return false;
-    size_t star = name.find('*');
-    if (star == std::string::npos) return true;
-    return star == 0 && name.size() > 2 && name[1] == '.' && name.find('*', 1) == std::string::npos;
 }
 
 }  // namespace
@@ -158,8 +143,8 @@ std::shared_ptr<MbedContext> MbedContext::makeServer(std::shared_ptr<BackendStat
                                              ? certificateDnsNames(*sniPair->chain.get())
                                              : entry.server_names;
         for (const std::string& n : names) {
-            std::string norm = normalizeName(n);
-            if (!validSniPattern(norm)) {
+            std::string norm = normalizeServerName(n);
+            if (!validServerNamePattern(norm)) {
                 *error = "server name \"" + n +
                          "\" is not supported: use an exact name or a wildcard first label "
                          "(\"*.example.com\")";
@@ -255,40 +240,16 @@ int MbedContext::sniCallback(void* p, mbedtls_ssl_context* ssl, const unsigned c
     return static_cast<const MbedContext*>(p)->selectCertificate(ssl, requested);
 }
 
-// Exact names first, then one-label wildcards; no match leaves the default pair in place.
+// No match leaves the default pair in place.
 int MbedContext::selectCertificate(mbedtls_ssl_context* ssl,
                                    std::string_view requested) const noexcept {
-    if (sni_.empty() || requested.empty() || requested.size() > 255) return 0;
-    char buf[256];
-    size_t n = requested.size();
-    if (requested[n - 1] == '.') --n;
-    for (size_t i = 0; i < n; ++i) {
-        char c = requested[i];
-        buf[i] = c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c;
-    }
-    std::string_view name(buf, n);
-    size_t dot = name.find('.');
-    std::string_view parent =
-        dot == std::string_view::npos || dot == 0 ? std::string_view() : name.substr(dot);
-    for (int pass = 0; pass < 2; ++pass) {
-        bool found = false;
-        for (const SniEntry& e : sni_) {
-            for (const std::string& pattern : e.names) {
-                bool match = pass == 0 ? pattern == name
-                                       : !parent.empty() && pattern[0] == '*' &&
-                                             std::string_view(pattern).substr(1) == parent;
-                if (!match) continue;
-                // Several entries may serve one name (e.g. an ECDSA and an RSA certificate);
-                // mbedTLS picks the one the client can verify.
-                int ret = mbedtls_ssl_set_hs_own_cert(ssl, e.pair->chain.get(), e.pair->key.get());
-                if (ret != 0) return ret;
-                found = true;
-                break;
-            }
-        }
-        if (found) return 0;
-    }
-    return 0;
+    int ret = 0;
+    selectServerNameEntries(sni_, requested, [&](const SniEntry& e) {
+        // mbedTLS picks, among the pairs given, the one the client can verify.
+        if (ret == 0)
+            ret = mbedtls_ssl_set_hs_own_cert(ssl, e.pair->chain.get(), e.pair->key.get());
+    });
+    return ret;
 }
 
 bool MbedContext::restoreSession(mbedtls_ssl_context* ssl) {

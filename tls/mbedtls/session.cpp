@@ -426,7 +426,7 @@ Result MbedSession::writePlain(const uint8_t* data, size_t len, size_t* n) {
         Result r = handshake();
         if (r != Result::Ok) return r;
     }
-    if (close_sent_) return fail("write after shutdown");
+    if (close_sent_) return fail(reason::kWriteAfterShutdown);
     // mbedtls_ssl_write() takes at most one record (16 KiB) per call.
     while (*n < len) {
         int ret = mbedtls_ssl_write(&ssl_, data + *n, len - *n);

@@ -9,75 +9,16 @@
 #include <cstdio>
 #include <cstring>
 
+#include "tls/common.h"
 #include "tls/mbedtls/psa_rng.h"
 
 namespace sidecar::tls::mbed {
 namespace {
 
-constexpr long kMaxFileBytes = 10L << 20;  // certificates and keys are small; refuse /dev/zero
-
-const char kHex[] = "0123456789abcdef";
-
-std::string hex(const unsigned char* p, size_t n) {
-    std::string s;
-    s.reserve(n * 2);
-    for (size_t i = 0; i < n; ++i) {
-        s.push_back(kHex[p[i] >> 4]);
-        s.push_back(kHex[p[i] & 15]);
-    }
-    return s;
-}
-
 bool isPem(const std::string& data) { return data.find("-----BEGIN ") != std::string::npos; }
 
 // PEM input must be handed to mbedTLS with its terminating NUL counted.
 size_t parseLength(const std::string& data) { return isPem(data) ? data.size() + 1 : data.size(); }
-
-// Certificate data and a name for messages, from PEM in memory or a file.
-bool sourceData(const std::string& pem, const std::string& path, const char* what,
-                std::string* data, std::string* name, std::string* error) {
-    if (!pem.empty()) {
-        *data = pem;
-        *name = "<memory>";
-        return true;
-    }
-    if (path.empty()) {
-        *error = std::string("no ") + what + " given";
-        return false;
-    }
-    *name = path;
-    return readFile(path, data, error);
-}
-
-// RFC 4514 section 2.4 escaping of an attribute value.
-std::string escapeValue(const unsigned char* p, size_t n) {
-    std::string out;
-    out.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
-        unsigned char c = p[i];
-        bool special = c == ',' || c == '+' || c == '"' || c == '\\' || c == '<' || c == '>' ||
-                       c == ';' || (i == 0 && (c == '#' || c == ' ')) || (i + 1 == n && c == ' ');
-        if (c < 0x20 || c == 0x7f) {
-            out.push_back('\\');
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 15]);
-        } else {
-            if (special) out.push_back('\\');
-            out.push_back(char(c));
-        }
-    }
-    return out;
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian calendar date.
-int64_t daysFromCivil(int64_t y, unsigned m, unsigned d) {
-    y -= m <= 2;
-    const int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = unsigned(y - era * 400);
-    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + int64_t(doe) - 719468;
-}
 
 template <typename F>
 void forEachSan(const mbedtls_x509_crt& crt, F&& f) {
@@ -103,38 +44,6 @@ std::string commonName(const mbedtls_x509_name& name) {
 }
 
 }  // namespace
-
-bool readFile(const std::string& path, std::string* out, std::string* error) {
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (f == nullptr) {
-        *error = "cannot read " + path + ": " + std::strerror(errno);
-        return false;
-    }
-    out->clear();
-    char buf[8192];
-    for (;;) {
-        size_t n = std::fread(buf, 1, sizeof buf, f);
-        out->append(buf, n);
-        if (long(out->size()) > kMaxFileBytes) {
-            std::fclose(f);
-            *error = "cannot read " + path + ": file is larger than 10 MiB";
-            return false;
-        }
-        if (n < sizeof buf) break;
-    }
-    bool failed = std::ferror(f) != 0;
-    int err = errno;
-    std::fclose(f);
-    if (failed) {
-        *error = "cannot read " + path + ": " + std::strerror(err);
-        return false;
-    }
-    if (out->empty()) {
-        *error = "cannot read " + path + ": file is empty";
-        return false;
-    }
-    return true;
-}
 
 std::string mbedtlsErrorText(int ret) {
     char buf[256];
@@ -209,7 +118,7 @@ CertificateInfo certificateInfo(const mbedtls_x509_crt& crt, const std::string& 
     CertificateInfo info;
     info.source = source;
     info.subject = oneLineName(crt.subject);
-    info.serial_hex = hex(crt.serial.p, crt.serial.len);
+    info.serial_hex = hexLower(crt.serial.p, crt.serial.len);
     info.not_before = unixSeconds(crt.valid_from);
     info.not_after = unixSeconds(crt.valid_to);
     return info;
@@ -230,7 +139,7 @@ void fillPeerIdentity(const mbedtls_x509_crt& crt, PeerIdentity* identity) {
     });
     unsigned char digest[32];
     mbedtls_sha256(crt.raw.p, crt.raw.len, digest, 0);
-    identity->sha256_hex = hex(digest, sizeof digest);
+    identity->sha256_hex = hexLower(digest, sizeof digest);
 }
 
 std::string oneLineName(const mbedtls_x509_name& name) {
@@ -246,7 +155,7 @@ std::string oneLineName(const mbedtls_x509_name& name) {
             char buf[64];
             attr = mbedtls_oid_get_numeric_string(buf, sizeof buf, &n->oid) > 0 ? buf : "?";
         }
-        parts.push_back(attr + "=" + escapeValue(n->val.p, n->val.len));
+        parts.push_back(attr + "=" + escapeNameValue(n->val.p, n->val.len));
     }
     std::string out;
     for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
@@ -273,37 +182,6 @@ std::vector<std::string> certificateDnsNames(const mbedtls_x509_crt& crt) {
         if (!cn.empty()) names.push_back(cn);
     }
     return names;
-}
-
-bool allowListMatches(const AllowList& allow, const PeerIdentity& identity) {
-    if (allow.empty()) return true;
-    for (const std::string& want : allow.san_uri)
-        for (const std::string& have : identity.san_uri)
-            if (want == have) return true;
-    for (const std::string& want : allow.san_dns)
-        for (const std::string& have : identity.san_dns)
-            if (equalsIgnoreCase(want, have)) return true;  // DNS names are case-insensitive
-    for (const std::string& want : allow.cn)
-        if (!identity.cn.empty() && want == identity.cn) return true;
-    return false;
-}
-
-std::string lowerAscii(std::string_view s) {
-    std::string out(s);
-    for (char& c : out)
-        if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
-    return out;
-}
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z') x = char(x - 'A' + 'a');
-        if (y >= 'A' && y <= 'Z') y = char(y - 'A' + 'a');
-        if (x != y) return false;
-    }
-    return true;
 }
 
 }  // namespace sidecar::tls::mbed

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tls/backend.h"
+#include "tls/common.h"
 
 namespace sidecar::tls::mbed {
 
@@ -52,9 +53,6 @@ struct KeyPair {
     std::string source;  // certificate path, or "<memory>"
 };
 
-// Reads a whole (small) file. On failure: "cannot read PATH: REASON".
-bool readFile(const std::string& path, std::string* out, std::string* error);
-
 // mbedTLS's description of an error code, for config-time messages.
 std::string mbedtlsErrorText(int ret);
 
@@ -74,11 +72,5 @@ int64_t unixSeconds(const mbedtls_x509_time& t);
 
 // DNS names a certificate is for: its SAN DNS entries, or its CN when it has none.
 std::vector<std::string> certificateDnsNames(const mbedtls_x509_crt& crt);
-
-// An empty list allows everyone; otherwise any one matching entry suffices.
-bool allowListMatches(const AllowList& allow, const PeerIdentity& identity);
-
-std::string lowerAscii(std::string_view s);
-bool equalsIgnoreCase(std::string_view a, std::string_view b);
 
 }  // namespace sidecar::tls::mbed

@@ -79,7 +79,7 @@ TEST_CASE("duplicate keys are errors at the second key, at any level", "[errors]
     CHECK(messages(result) ==
           std::vector<std::string>{
               "test.yaml:6:1: unknown key \"extra\" (accepted keys: listeners, admin, redirect, "
-              "log, drain_timeout, cert_poll_interval)",
+              "log, drain_timeout, cert_poll_interval, tls_backend)",
               "test.yaml:6:28: duplicate key \"c\" (first given at line 6, column 22)",
           });
 }
@@ -480,6 +480,57 @@ TEST_CASE("proxy_protocol only with protocol tcp", "[errors][upstream]") {
           "headers");
     loadValid(withUpstreamLine("proxy_protocol: 2"));
     loadValid(withUpstreamLine("proxy_protocol: 0") + "    protocol: http\n");
+}
+
+TEST_CASE("h2 only on http listeners that inject no headers", "[errors][upstream]") {
+    const std::string why =
+        "h2 is tunneled to the app unparsed, so this listener's header rewriting does not apply "
+        "to it and a client's forged X-Forwarded-For, Forwarded or X-Forwarded-Client-Cert would "
+        "reach the app; set ";
+    const std::string http2 = kMinimal + "      http2: true\n    protocol: http\n";
+    CHECK(onlyError(http2) == "test.yaml:6:14: listeners[0].upstream.http2: " + why +
+                                  "http.forwarded: none and http.client_cert_header: false, or "
+                                  "leave http2 off");
+    CHECK(onlyError(http2 + "    http: { forwarded: x-forwarded, client_cert_header: false }\n") ==
+          "test.yaml:6:14: listeners[0].upstream.http2: " + why +
+              "http.forwarded: none, or leave http2 off");
+    CHECK(onlyError(http2 + "    http: { forwarded: none }\n") ==
+          "test.yaml:6:14: listeners[0].upstream.http2: " + why +
+              "http.client_cert_header: false, or leave http2 off");
+    CHECK(onlyError("listeners:\n"
+                    "  - name: web\n"
+                    "    listen: 0.0.0.0:8080\n"
+                    "    protocol: http\n"
+                    "    upstream: { address: 127.0.0.1:80, http2: true }\n"
+                    "    http: { forwarded: forwarded, client_cert_header: false }\n") ==
+          "test.yaml:5:47: listeners[0].upstream.http2: " + why +
+              "http.forwarded: none, or leave http2 off");
+
+    // An explicit ALPN list offering h2 is the same tunnel, with or without http2.
+    const std::string alpn = withTls(
+                                 "      certificate: /c\n"
+                                 "      private_key: /k\n"
+                                 "      alpn: [http/1.1, h2]\n") +
+                             "    protocol: http\n";
+    CHECK(onlyError(alpn) == "test.yaml:9:24: listeners[0].tls.alpn[1]: " + why +
+                                 "http.forwarded: none and http.client_cert_header: false, or "
+                                 "remove h2 from the list");
+    const Config both =
+        loadValid(alpn + "    http: { forwarded: none, client_cert_header: false }\n");
+    CHECK(both.listeners[0].tls->alpn == std::vector<std::string>{"http/1.1", "h2"});
+
+    // Allowed: nothing injected, http2 off, or a tcp listener (no headers are edited there).
+    const Config allowed =
+        loadValid(http2 + "    http: { forwarded: none, client_cert_header: false }\n");
+    CHECK(allowed.listeners[0].upstream.http2);
+    loadValid(withUpstreamLine("http2: false") + "    protocol: http\n");
+    loadValid(withUpstreamLine("http2: true"));
+    loadValid(withUpstreamLine("http2: true") +
+              "    protocol: tcp\n    http: { forwarded: x-forwarded }\n");
+    loadValid(
+        withTls("      certificate: /c\n"
+                "      private_key: /k\n"
+                "      alpn: [h2]\n"));
 }
 
 TEST_CASE("upstream TLS: client certificate and key go together", "[errors][upstream]") {

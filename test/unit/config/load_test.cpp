@@ -77,14 +77,14 @@ listeners:
         alpn: [h2]
     timeouts: { handshake: 5s, idle: 2m, header: 1.5s, upstream_response: 1h }
     limits: { max_connections: 10, max_header_bytes: 4096, max_headers: 20 }
-    http: { forwarded: forwarded, access_log: false, client_cert_header: false }
+    http: { forwarded: none, access_log: false, client_cert_header: false }  # as h2 requires
   - name: db
     listen: 10.0.0.5:5433
     protocol: tcp
     upstream:
       address: localhost:5432
       proxy_protocol: 2
-    http: { forwarded: none }
+    http: { forwarded: forwarded }
 admin:
   listen: "[::1]:9000"
   enabled: false
@@ -243,7 +243,7 @@ TEST_CASE("every field of a full config is read", "[load]") {
     CHECK(web.limits.max_connections == 10);
     CHECK(web.limits.max_header_bytes == 4096);
     CHECK(web.limits.max_headers == 20);
-    CHECK(web.http.forwarded == ForwardedMode::Forwarded);
+    CHECK(web.http.forwarded == ForwardedMode::None);
     CHECK_FALSE(web.http.access_log);
     CHECK_FALSE(web.http.client_cert_header);
 
@@ -255,7 +255,7 @@ TEST_CASE("every field of a full config is read", "[load]") {
     CHECK(db.upstream.address.host == "localhost");
     CHECK(db.upstream.address.port == 5432);
     CHECK(db.upstream.proxy_protocol == 2);
-    CHECK(db.http.forwarded == ForwardedMode::None);
+    CHECK(db.http.forwarded == ForwardedMode::Forwarded);
 
     CHECK(config.admin.listen.toString() == "[::1]:9000");
     CHECK_FALSE(config.admin.enabled);
@@ -326,6 +326,7 @@ listeners:
   upstream:
     address: 127.0.0.1:80
     http2: True
+  http: {forwarded: 'none', client_cert_header: False}
   limits: {max_connections: 1, max_headers: 4294967295}
 log: {level: 'warn'}
 drain_timeout: "1.5s"
@@ -334,6 +335,8 @@ drain_timeout: "1.5s"
     CHECK(config.listeners[0].name == "web");
     CHECK(config.listeners[0].protocol == Protocol::Http);
     CHECK(config.listeners[0].upstream.http2);
+    CHECK(config.listeners[0].http.forwarded == ForwardedMode::None);
+    CHECK_FALSE(config.listeners[0].http.client_cert_header);
     CHECK(config.listeners[0].limits.max_connections == 1);
     CHECK(config.listeners[0].limits.max_headers == 4294967295u);
     CHECK(config.log.level == LogLevel::Warn);
@@ -350,11 +353,12 @@ TEST_CASE("Windows line endings and a byte order mark are accepted", "[load]") {
     CHECK(config.listeners[1].name == "db");
     CHECK(config.redirect.interfaces == std::vector<std::string>{"eth0", "veth+"});
     LoadResult result = load("listeners: []\r\nbogus: 1\r\n");
-    CHECK(messages(result) == std::vector<std::string>{
-                                  "test.yaml:1:12: listeners: at least one listener is required",
-                                  "test.yaml:2:1: unknown key \"bogus\" (accepted keys: listeners, "
-                                  "admin, redirect, log, drain_timeout, cert_poll_interval)",
-                              });
+    CHECK(messages(result) ==
+          std::vector<std::string>{
+              "test.yaml:1:12: listeners: at least one listener is required",
+              "test.yaml:2:1: unknown key \"bogus\" (accepted keys: listeners, "
+              "admin, redirect, log, drain_timeout, cert_poll_interval, tls_backend)",
+          });
 }
 
 TEST_CASE("loadFile reads a file and names it in errors", "[load][file]") {
@@ -371,7 +375,7 @@ TEST_CASE("loadFile reads a file and names it in errors", "[load][file]") {
     CHECK(result.errors[0].toString() ==
           bad.path() +
               ":6:1: unknown key \"bogus\" (accepted keys: listeners, admin, redirect, "
-              "log, drain_timeout, cert_poll_interval)");
+              "log, drain_timeout, cert_poll_interval, tls_backend)");
 }
 
 TEST_CASE("loadFile reports a file it cannot read", "[load][file]") {
@@ -493,4 +497,34 @@ TEST_CASE("validators are not called for an incomplete pair", "[load][validators
                   "      certificate: /tls/tls.crt\n",
               validators);
     CHECK(calls == 0);
+}
+
+TEST_CASE("tls_backend: a known name, checked by the backend validator first",
+          "[load][tls_backend]") {
+    std::vector<std::string> asked;
+    Validators validators;
+    validators.backend = [&](const std::string& name) -> std::optional<std::string> {
+        asked.push_back(name);
+        if (name == "openssl") return "\"openssl\" is not compiled into this build";
+        return std::nullopt;
+    };
+    validators.pair = [&](const std::string&, const std::string&) {
+        asked.push_back("pair");
+        return std::optional<std::string>{};
+    };
+    CHECK(loadValid(kMinimal, validators).tls_backend.empty());  // the default
+    CHECK(loadValid("tls_backend: mbedtls\n" + kMinimal, validators).tls_backend == "mbedtls");
+    CHECK(asked == std::vector<std::string>{"", "mbedtls"});
+
+    asked.clear();
+    CHECK(onlyError(kMinimal + "    tls:\n"
+                               "      certificate: /tls/tls.crt\n"
+                               "      private_key: /tls/tls.key\n"
+                               "tls_backend: openssl\n",
+                    validators) ==
+          "test.yaml:9:14: tls_backend: \"openssl\" is not compiled into this build");
+    CHECK(asked == std::vector<std::string>{"openssl", "pair"});
+    CHECK(onlyError("tls_backend: gnutls\n" + kMinimal) ==
+          "test.yaml:1:14: tls_backend: \"gnutls\" is not one of the accepted values: mbedtls, "
+          "openssl");
 }

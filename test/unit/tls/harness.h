@@ -18,6 +18,7 @@
 
 #include "pki.h"
 #include "tls/backend.h"
+#include "tls/factory.h"
 
 namespace sidecar::tls::test {
 
@@ -26,11 +27,12 @@ struct BackendFactory {
     std::function<std::unique_ptr<Backend>()> make;
 };
 
-// Every backend the suite runs against. A new backend adds one line here.
+// Every backend compiled into this build.
 inline std::vector<BackendFactory> backendFactories() {
-    return {
-        {"mbedtls", [] { return makeMbedtlsBackend(); }},
-    };
+    std::vector<BackendFactory> out;
+    for (const BackendInfo& b : compiledBackends())
+        out.push_back({b.name, [name = b.name] { return makeBackend(name); }});
+    return out;
 }
 
 // Declares `std::unique_ptr<Backend> var`, one run of the test case per backend.
@@ -39,6 +41,28 @@ inline std::vector<BackendFactory> backendFactories() {
         GENERATE(from_range(::sidecar::tls::test::backendFactories())); \
     INFO("backend: " << var##_factory.name);                            \
     std::unique_ptr<::sidecar::tls::Backend> var = var##_factory.make()
+
+// Every ordered pair of two different compiled backends (client, server), for handshakes across
+// libraries; empty in a build with one backend.
+struct BackendPair {
+    BackendFactory client;
+    BackendFactory server;
+};
+inline std::vector<BackendPair> crossBackendPairs() {
+    std::vector<BackendPair> out;
+    for (const BackendFactory& c : backendFactories())
+        for (const BackendFactory& s : backendFactories())
+            if (c.name != s.name) out.push_back({c, s});
+    return out;
+}
+
+// The alert a client reads when a server's allow list refuses its certificate. mbedTLS sends
+// access_denied; OpenSSL can only refuse a certificate through its verification result, which it
+// reports as handshake_failure.
+inline std::string allowListRefusalAlert(const Backend& server) {
+    return std::string(server.name()) == "openssl" ? "peer sent an alert: handshake_failure"
+                                                   : "peer sent an alert: access_denied";
+}
 
 // Certificates shared by all tests (made once), and files for the options that take paths.
 struct Fixture {
