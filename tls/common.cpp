@@ -1,5 +1,6 @@
 #include "tls/common.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -139,6 +140,57 @@ int64_t daysFromCivil(int64_t y, unsigned m, unsigned d) {
     const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
     const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + int64_t(doe) - 719468;
+}
+
+void CiphertextBuffers::feed(const uint8_t* data, size_t len) {
+    if (len == 0) return;
+    if (first_len_ < sizeof first_) {
+        size_t n = std::min(len, sizeof first_ - first_len_);
+        std::memcpy(first_ + first_len_, data, n);
+        first_len_ += n;
+    }
+    if (in_pos_ == in_.size()) {
+        if (in_.capacity() > kKeepInputCapacity && len <= kKeepInputCapacity)
+            std::vector<uint8_t>().swap(in_);
+        in_.clear();
+        in_pos_ = 0;
+    } else if (in_pos_ > 0 && (in_pos_ >= in_.size() / 2 || in_.size() + len > in_.capacity())) {
+        // Compact rather than grow: records are read in order, the consumed prefix is dead.
+        in_.erase(in_.begin(), in_.begin() + std::ptrdiff_t(in_pos_));
+        in_pos_ = 0;
+    }
+    in_.insert(in_.end(), data, data + len);
+}
+
+size_t CiphertextBuffers::read(uint8_t* out, size_t len) noexcept {
+    size_t n = std::min(len, in_.size() - in_pos_);
+    if (n == 0) return 0;
+    std::memcpy(out, in_.data() + in_pos_, n);
+    in_pos_ += n;
+    read_total_ += n;
+    return n;
+}
+
+bool CiphertextBuffers::write(const uint8_t* data, size_t len) noexcept {
+    try {
+        out_.insert(out_.end(), data, data + len);
+    } catch (...) {
+        return false;
+    }
+    return true;
+}
+
+void CiphertextBuffers::take(std::vector<uint8_t>& out) {
+    out.clear();
+    out_.swap(out);
+}
+
+void CiphertextBuffers::releaseIdle() {
+    if (in_pos_ == in_.size() && in_.capacity() != 0) {
+        std::vector<uint8_t>().swap(in_);
+        in_pos_ = 0;
+    }
+    if (out_.empty() && out_.capacity() != 0) std::vector<uint8_t>().swap(out_);
 }
 
 }  // namespace sidecar::tls

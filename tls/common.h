@@ -75,6 +75,38 @@ bool selectServerNameEntries(const std::vector<Entry>& entries, std::string_view
     return false;
 }
 
+// The ciphertext a session holds outside its library: what the peer sent and the library has
+// not read yet, what the library wrote and core has not taken yet, and the peer's first bytes
+// (to name a peer that does not speak TLS). Both backends reach it through their I/O callbacks.
+class CiphertextBuffers {
+public:
+    void feed(const uint8_t* data, size_t len);
+    // Up to len received bytes for the library; 0 when none is buffered.
+    size_t read(uint8_t* out, size_t len) noexcept;
+    // Ciphertext the library produced; false when memory ran out.
+    bool write(const uint8_t* data, size_t len) noexcept;
+    bool hasOutput() const { return !out_.empty(); }
+    // Swaps the output into `out`: the caller's vector (and its capacity) comes back as ours.
+    void take(std::vector<uint8_t>& out);
+    bool hasInput() const { return in_pos_ < in_.size(); }
+    // Bytes handed to the library so far: a progress mark across calls.
+    uint64_t readTotal() const { return read_total_; }
+    // Waiting for the peer with nothing buffered: both vectors give their capacity back, so an
+    // idle session holds only its library's state.
+    void releaseIdle();
+    const uint8_t* first() const { return first_; }
+    size_t firstLength() const { return first_len_; }
+
+private:
+    static constexpr size_t kKeepInputCapacity = 64 * 1024;
+    std::vector<uint8_t> in_;  // in_[in_pos_..] not yet read by the library
+    size_t in_pos_ = 0;
+    uint64_t read_total_ = 0;
+    std::vector<uint8_t> out_;
+    uint8_t first_[8] = {};
+    size_t first_len_ = 0;
+};
+
 // Days since 1970-01-01 of a proleptic Gregorian calendar date.
 int64_t daysFromCivil(int64_t y, unsigned m, unsigned d);
 

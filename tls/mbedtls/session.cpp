@@ -21,7 +21,6 @@ static_assert(MBEDTLS_VERSION_MAJOR == 3 && MBEDTLS_VERSION_MINOR == 6,
 namespace {
 
 // Input capacity kept across reads; a larger burst is released once consumed.
-constexpr size_t kKeepInputCapacity = 64 * 1024;
 
 const char* ianaCipherName(int id) {
     switch (id) {
@@ -77,59 +76,20 @@ MbedSession::~MbedSession() { mbedtls_ssl_free(&ssl_); }
 
 // ---- ciphertext buffers ----
 
-void MbedSession::feedCiphertext(const uint8_t* data, size_t len) {
-    if (len == 0) return;
-    if (first_len_ < sizeof first_) {
-        size_t n = std::min(len, sizeof first_ - first_len_);
-        std::memcpy(first_ + first_len_, data, n);
-        first_len_ += n;
-    }
-    if (in_pos_ == in_.size()) {
-        if (in_.capacity() > kKeepInputCapacity && len <= kKeepInputCapacity)
-            std::vector<uint8_t>().swap(in_);
-        in_.clear();
-        in_pos_ = 0;
-    } else if (in_pos_ > 0 && (in_pos_ >= in_.size() / 2 || in_.size() + len > in_.capacity())) {
-        // Compact rather than grow: mbedTLS reads records in order, the consumed prefix is dead.
-        in_.erase(in_.begin(), in_.begin() + std::ptrdiff_t(in_pos_));
-        in_pos_ = 0;
-    }
-    in_.insert(in_.end(), data, data + len);
-}
+void MbedSession::feedCiphertext(const uint8_t* data, size_t len) { io_.feed(data, len); }
 
-// Waiting for the peer with nothing buffered: the ciphertext vectors give their capacity back,
-// so an idle connection holds only mbedTLS's own state.
-void MbedSession::releaseIdleBuffers() {
-    if (in_pos_ == in_.size() && in_.capacity() != 0) {
-        std::vector<uint8_t>().swap(in_);
-        in_pos_ = 0;
-    }
-    if (out_.empty() && out_.capacity() != 0) std::vector<uint8_t>().swap(out_);
-}
-
-void MbedSession::takeCiphertext(std::vector<uint8_t>& out) {
-    out.clear();
-    out_.swap(out);
-}
+void MbedSession::takeCiphertext(std::vector<uint8_t>& out) { io_.take(out); }
 
 int MbedSession::bioSend(void* p, const unsigned char* buf, size_t len) noexcept {
     auto* s = static_cast<MbedSession*>(p);
-    try {
-        s->out_.insert(s->out_.end(), buf, buf + len);
-    } catch (...) {
-        return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-    }
-    return int(len);
+    return s->io_.write(buf, len) ? int(len) : MBEDTLS_ERR_SSL_ALLOC_FAILED;
 }
 
 int MbedSession::bioRecv(void* p, unsigned char* buf, size_t len) noexcept {
     auto* s = static_cast<MbedSession*>(p);
-    size_t avail = s->in_.size() - s->in_pos_;
-    if (avail == 0) return MBEDTLS_ERR_SSL_WANT_READ;
-    size_t n = std::min(len, avail);
-    std::memcpy(buf, s->in_.data() + s->in_pos_, n);
+    size_t n = s->io_.read(buf, len);
+    if (n == 0) return MBEDTLS_ERR_SSL_WANT_READ;
     if (!s->done_) s->watch_.observe(buf, n);
-    s->in_pos_ += n;
     return int(n);
 }
 
@@ -163,7 +123,7 @@ void MbedSession::RecordWatch::complete() {
 }
 
 bool MbedSession::hasBufferedInput() const {
-    return in_pos_ < in_.size() || mbedtls_ssl_get_bytes_avail(&ssl_) > 0 ||
+    return io_.hasInput() || mbedtls_ssl_get_bytes_avail(&ssl_) > 0 ||
            mbedtls_ssl_check_pending(&ssl_) != 0;
 }
 
@@ -192,7 +152,7 @@ Result MbedSession::handshake() {
         // write. Stepping on sends it with the server's last flight, under the ticket scope.
         if (handshakeState() == MBEDTLS_SSL_HANDSHAKE_OVER) return finishHandshake();
         int before = handshakeState();
-        size_t consumed = in_pos_;
+        uint64_t consumed = io_.readTotal();
         int ret = mbedtls_ssl_handshake_step(&ssl_);
         int after = handshakeState();
         // Both versions, both sides: a full handshake passes through the server Certificate
@@ -204,7 +164,7 @@ Result MbedSession::handshake() {
             continue;
         }
         if (ret == MBEDTLS_ERR_SSL_WANT_READ) {
-            if (in_pos_ != consumed) continue;  // a record was consumed; there may be more
+            if (io_.readTotal() != consumed) continue;  // a record was consumed; there may be more
             return Result::WantRead;
         }
         if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) return Result::WantWrite;
@@ -366,7 +326,7 @@ Result MbedSession::failWithAlert(const char* reason, uint8_t alert) {
 
 Result MbedSession::failFromMbedtls(int ret, bool during_handshake) {
     if (during_handshake && !done_) {
-        if (const char* notTls = notTlsText(first_, first_len_, ctx_->isServer()))
+        if (const char* notTls = notTlsText(io_.first(), io_.firstLength(), ctx_->isServer()))
             return fail(notTls);
     }
     if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) return fail(receivedAlertText(receivedAlert()));
@@ -393,7 +353,7 @@ Result MbedSession::readPlain(uint8_t* out, size_t cap, size_t* n) {
     }
     if (cap == 0) return Result::WantRead;
     for (;;) {
-        size_t consumed = in_pos_;
+        uint64_t consumed = io_.readTotal();
         int ret = mbedtls_ssl_read(&ssl_, out, cap);
         if (ret > 0) {
             *n = size_t(ret);
@@ -410,8 +370,8 @@ Result MbedSession::readPlain(uint8_t* out, size_t cap, size_t* n) {
         // 0: an empty record. WANT_READ: no complete record, or a record that carried no
         // application data (an ignored warning alert). Go on while input is being consumed.
         if (ret == 0 || ret == MBEDTLS_ERR_SSL_WANT_READ) {
-            if (in_pos_ != consumed) continue;
-            releaseIdleBuffers();
+            if (io_.readTotal() != consumed) continue;
+            io_.releaseIdle();
             return Result::WantRead;
         }
         if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) return Result::WantWrite;

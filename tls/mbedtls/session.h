@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tls/backend.h"
+#include "tls/common.h"
 #include "tls/mbedtls/context.h"
 #include "tls/mbedtls/tickets.h"
 
@@ -42,7 +43,7 @@ public:
     MbedSession& operator=(const MbedSession&) = delete;
 
     void feedCiphertext(const uint8_t* data, size_t len) override;
-    bool hasCiphertext() const override { return !out_.empty(); }
+    bool hasCiphertext() const override { return io_.hasOutput(); }
     void takeCiphertext(std::vector<uint8_t>& out) override;
 
     Result handshake() override;
@@ -80,7 +81,6 @@ private:
     void describePeer(const mbedtls_x509_crt& peer);
     Result finishHandshake();
     bool isTls13() const;
-    void releaseIdleBuffers();
 
     // Record framing of what the peer sent during the handshake: the last complete record's
     // type, length and first bytes, to name an alert mbedTLS could not decrypt.
@@ -99,11 +99,7 @@ private:
 
     std::shared_ptr<MbedContext> ctx_;
     mbedtls_ssl_context ssl_;
-    std::vector<uint8_t> in_;  // received ciphertext; in_[in_pos_..] not yet read by mbedTLS
-    size_t in_pos_ = 0;
-    std::vector<uint8_t> out_;  // ciphertext waiting for takeCiphertext()
-    uint8_t first_[8] = {};     // the peer's first bytes, to name a non-TLS peer
-    size_t first_len_ = 0;
+    CiphertextBuffers io_;
     SessionInfo info_;
     std::vector<unsigned char> ticket_peer_;  // client certificate from a TLS 1.3 ticket
     RecordWatch watch_;

@@ -14,7 +14,6 @@ namespace sidecar::tls::ossl {
 namespace {
 
 // Input capacity kept across reads; a larger burst is released once consumed.
-constexpr size_t kKeepInputCapacity = 64 * 1024;
 
 // Kinds of certificate verification findings, most specific first: a name or usage mismatch
 // says more than "untrusted", which comes with almost anything else wrong in a chain. The
@@ -189,30 +188,9 @@ OsslSession* OsslSession::of(SSL* ssl) noexcept {
 
 // ---- ciphertext buffers ----
 
-void OsslSession::feedCiphertext(const uint8_t* data, size_t len) {
-    if (len == 0) return;
-    if (first_len_ < sizeof first_) {
-        size_t n = std::min(len, sizeof first_ - first_len_);
-        std::memcpy(first_ + first_len_, data, n);
-        first_len_ += n;
-    }
-    if (in_pos_ == in_.size()) {
-        if (in_.capacity() > kKeepInputCapacity && len <= kKeepInputCapacity)
-            std::vector<uint8_t>().swap(in_);
-        in_.clear();
-        in_pos_ = 0;
-    } else if (in_pos_ > 0 && (in_pos_ >= in_.size() / 2 || in_.size() + len > in_.capacity())) {
-        // Compact rather than grow: OpenSSL reads records in order, the consumed prefix is dead.
-        in_.erase(in_.begin(), in_.begin() + std::ptrdiff_t(in_pos_));
-        in_pos_ = 0;
-    }
-    in_.insert(in_.end(), data, data + len);
-}
+void OsslSession::feedCiphertext(const uint8_t* data, size_t len) { io_.feed(data, len); }
 
-void OsslSession::takeCiphertext(std::vector<uint8_t>& out) {
-    out.clear();
-    out_.swap(out);
-}
+void OsslSession::takeCiphertext(std::vector<uint8_t>& out) { io_.take(out); }
 
 BIO_METHOD* OsslSession::makeBioMethod() {
     int type = BIO_get_new_index();
@@ -235,11 +213,7 @@ int OsslSession::bioCreate(BIO* bio) noexcept {
 int OsslSession::bioWrite(BIO* bio, const char* data, size_t len, size_t* written) noexcept {
     auto* s = static_cast<OsslSession*>(BIO_get_data(bio));
     BIO_clear_retry_flags(bio);
-    try {
-        s->out_.insert(s->out_.end(), data, data + len);
-    } catch (...) {
-        return 0;
-    }
+    if (!s->io_.write(reinterpret_cast<const uint8_t*>(data), len)) return 0;
     *written = len;
     return 1;
 }
@@ -247,14 +221,11 @@ int OsslSession::bioWrite(BIO* bio, const char* data, size_t len, size_t* writte
 int OsslSession::bioRead(BIO* bio, char* data, size_t len, size_t* read) noexcept {
     auto* s = static_cast<OsslSession*>(BIO_get_data(bio));
     BIO_clear_retry_flags(bio);
-    size_t avail = s->in_.size() - s->in_pos_;
-    if (avail == 0) {
+    size_t n = s->io_.read(reinterpret_cast<uint8_t*>(data), len);
+    if (n == 0) {
         BIO_set_retry_read(bio);  // no EOF: more may be fed
         return 0;
     }
-    size_t n = std::min(len, avail);
-    std::memcpy(data, s->in_.data() + s->in_pos_, n);
-    s->in_pos_ += n;
     *read = n;
     return 1;
 }
@@ -264,7 +235,7 @@ long OsslSession::bioCtrl(BIO*, int cmd, long, void*) noexcept {
 }
 
 bool OsslSession::hasBufferedInput() const {
-    return in_pos_ < in_.size() || (ssl_ != nullptr && SSL_has_pending(ssl_) == 1);
+    return io_.hasInput() || (ssl_ != nullptr && SSL_has_pending(ssl_) == 1);
 }
 
 // ---- handshake ----
@@ -453,7 +424,7 @@ Result OsslSession::failFromOpenssl(int err, bool during_handshake) {
         if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE) outOfMemory = true;
     }
     if (during_handshake && !done_) {
-        if (const char* notTls = notTlsText(first_, first_len_, ctx_->isServer()))
+        if (const char* notTls = notTlsText(io_.first(), io_.firstLength(), ctx_->isServer()))
             return fail(notTls);
     }
     if (err == SSL_ERROR_ZERO_RETURN) return fail(reason::kPeerClosedDuringHandshake);
@@ -486,7 +457,10 @@ Result OsslSession::readPlain(uint8_t* out, size_t cap, size_t* n) {
         return Result::Ok;
     }
     int err = SSL_get_error(ssl_, ret);
-    if (err == SSL_ERROR_WANT_READ) return Result::WantRead;
+    if (err == SSL_ERROR_WANT_READ) {
+        if (!SSL_has_pending(ssl_)) io_.releaseIdle();
+        return Result::WantRead;
+    }
     if (err == SSL_ERROR_WANT_WRITE) return Result::WantWrite;
     if (err == SSL_ERROR_ZERO_RETURN) {
         eof_ = true;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tls/backend.h"
+#include "tls/common.h"
 #include "tls/openssl/context.h"
 
 namespace sidecar::tls::ossl {
@@ -25,7 +26,7 @@ public:
     OsslSession& operator=(const OsslSession&) = delete;
 
     void feedCiphertext(const uint8_t* data, size_t len) override;
-    bool hasCiphertext() const override { return !out_.empty(); }
+    bool hasCiphertext() const override { return io_.hasOutput(); }
     void takeCiphertext(std::vector<uint8_t>& out) override;
 
     Result handshake() override;
@@ -67,11 +68,7 @@ private:
 
     std::shared_ptr<OsslContext> ctx_;
     SSL* ssl_ = nullptr;
-    std::vector<uint8_t> in_;  // received ciphertext; in_[in_pos_..] not yet read by OpenSSL
-    size_t in_pos_ = 0;
-    std::vector<uint8_t> out_;  // ciphertext waiting for takeCiphertext()
-    uint8_t first_[8] = {};     // the peer's first bytes, to name a non-TLS peer
-    size_t first_len_ = 0;
+    CiphertextBuffers io_;
     SessionInfo info_;
     const char* error_ = nullptr;
     const char* verify_reason_ = nullptr;  // why this side refused the peer's certificate
