@@ -9,7 +9,7 @@
 //   mbedtls_ssl_context                    832 B (inside this object)
 //   keys, session, AEAD contexts      ~2-3 KiB
 //   peer certificate, when there is one ~2.7 KiB (kept parsed: identity, TLS 1.2 resumption)
-//   ciphertext vectors                 what is not consumed / collected yet; capacity reused
+//   ciphertext vectors                 what is not consumed / collected yet; none while idle
 // Server session, established:  TLS 1.2 36.8 KiB (39.5 KiB with a client certificate),
 //                               TLS 1.3 42.9 KiB (45.5 KiB with a client certificate).
 // TLS 1.3 costs ~6 KiB more because mbedTLS 3.6 keeps its handshake structure (transcript
