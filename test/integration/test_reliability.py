@@ -315,7 +315,10 @@ def test_slow_readers_are_bounded_and_others_are_served(proxies, workdir, web, c
         c.close()
     # The proxy stopped reading the app for them: memory stays bounded (~50 KiB queued each).
     grown = rss_kib(p.proc.pid) - base
-    assert grown < 20 * 256, f"{grown} KiB more for 20 stalled readers"
+    # AddressSanitizer's allocator keeps freed memory in quarantine: only the normal build's RSS
+    # says what the proxy holds.
+    if b"AddressSanitizer" not in BIN.read_bytes():
+        assert grown < 20 * 256, f"{grown} KiB more for 20 stalled readers"
     # Resumed, every reader gets the whole body.
     for s in readers:
         s.settimeout(60)

@@ -152,7 +152,8 @@ def empty_root(static_bin, tmp_path):
 def test_version_in_an_empty_root(empty_root):
     r = run(["chroot", empty_root, "/sidecar", "version"])
     assert r.returncode == 0, r.stderr
-    assert re.match(r"sidecar \d+\.\d+\.\d+ \(mbedTLS 3\.", r.stdout), r.stdout
+    assert re.match(r"sidecar \d+\.\d+\.\d+ \(", r.stdout), r.stdout
+    assert re.search(r"^TLS backends \(tls_backend\): mbedtls \(mbedTLS 3\.", r.stdout, re.M), r.stdout
 
 
 def test_gen_cert_in_an_empty_root(empty_root):
