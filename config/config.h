@@ -100,10 +100,39 @@ struct Timeouts {
     Duration upstream_response = std::chrono::seconds(60);  // HTTP: request sent -> response head
 };
 
+// A token bucket: `count` tokens every `period_ms`, holding at most `burst`. count 0 = off.
+struct RateLimit {
+    uint32_t count = 0;
+    uint32_t period_ms = 1000;
+    uint32_t burst = 0;
+    bool enabled() const { return count > 0; }
+};
+
+// Limits per client IP address, checked when a connection is accepted.
+struct ClientLimits {
+    uint32_t max_connections = 0;  // open connections per client; 0 = no limit
+    RateLimit connection_rate;     // new connections per client
+    uint32_t table_size = 10000;   // clients remembered; the least recently seen is forgotten
+    bool enabled() const { return max_connections > 0 || connection_rate.enabled(); }
+};
+
+enum class RequestKey { Listener, Client, Header };
+
+// HTTP requests admitted per listener, per client IP, or per value of a request header.
+struct RequestRate {
+    RateLimit rate;
+    RequestKey key = RequestKey::Listener;
+    std::string header;  // RequestKey::Header: the header's name (requests without it: by IP)
+    uint32_t table_size = 10000;
+};
+
 struct Limits {
     uint32_t max_connections = 10000;
     uint32_t max_header_bytes = 32768;
     uint32_t max_headers = 100;
+    RateLimit connection_rate;  // new connections on the listener, before any TLS work
+    ClientLimits per_client;
+    RequestRate request_rate;  // HTTP mode
 };
 
 enum class Protocol { Tcp, Http };

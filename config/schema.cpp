@@ -263,8 +263,117 @@ void readTimeouts(Reader& reader, const Field& field, Timeouts& timeouts) {
     }
 }
 
+constexpr uint64_t kMaxRateCount = 1000000;
+constexpr uint64_t kMaxBurst = 1000000;
+constexpr uint64_t kMaxTableSize = 10000000;
+
+// "100/s", "600/m", "10/h": a whole number of tokens per second, minute or hour.
+std::optional<std::pair<uint32_t, uint32_t>> readRateValue(Reader& reader, const Field& field) {
+    auto value = reader.string(field);
+    if (!value) return std::nullopt;
+    const std::string& text = *value;
+    const size_t slash = text.find('/');
+    const std::string count = text.substr(0, slash);
+    const std::string unit = slash == std::string::npos ? "" : text.substr(slash + 1);
+    uint32_t period = 0;
+    if (unit == "s") period = 1000;
+    if (unit == "m") period = 60 * 1000;
+    if (unit == "h") period = 60 * 60 * 1000;
+    const bool digits = !count.empty() && count.size() <= 7 &&
+                        std::all_of(count.begin(), count.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits || period == 0) {
+        reader.error(field.valueMark(), field.path,
+                     "invalid rate " + quote(text) + ": expected a count per s, m or h, such as \"100/s\"");
+        return std::nullopt;
+    }
+    const uint64_t n = std::stoull(count);
+    if (n == 0 || n > kMaxRateCount) {
+        reader.error(field.valueMark(), field.path,
+                     "rate " + quote(text) + " is out of range: the count must be from 1 to " +
+                         std::to_string(kMaxRateCount) +
+                         (n == 0 ? " (a rate of 0 admits nothing; remove the limit to turn it off)" : ""));
+        return std::nullopt;
+    }
+    return std::make_pair(uint32_t(n), period);
+}
+
+// The rate and burst keys of a bucket's map; burst defaults to one period's count.
+void readBucket(Reader& reader, const MapReader& map, RateLimit& out) {
+    if (!map.isMap()) return;
+    RateLimit limit;
+    if (auto rate = map.require("rate")) {
+        auto value = readRateValue(reader, *rate);
+        if (!value) return;
+        limit.count = value->first;
+        limit.period_ms = value->second;
+    } else {
+        return;
+    }
+    limit.burst = limit.count;
+    if (auto burst = map.get("burst")) {
+        auto value = reader.integer(*burst, 1, kMaxBurst);
+        if (!value) return;
+        limit.burst = uint32_t(*value);
+    }
+    out = limit;
+}
+
+void readClientLimits(Reader& reader, const Field& field, ClientLimits& out) {
+    MapReader map(reader, field, {"max_connections", "connection_rate", "table_size"});
+    if (auto max = map.get("max_connections")) {
+        if (auto value = reader.integer(*max, 1, kMaxUint32)) out.max_connections = uint32_t(*value);
+    }
+    if (auto rate = map.get("connection_rate")) {
+        MapReader bucket(reader, *rate, {"rate", "burst"});
+        readBucket(reader, bucket, out.connection_rate);
+    }
+    if (auto size = map.get("table_size")) {
+        if (auto value = reader.integer(*size, 1, kMaxTableSize)) out.table_size = uint32_t(*value);
+    }
+    if (map.isMap() && !out.enabled()) {
+        reader.error(map.mark(), map.path(),
+                     "sets no limit: add max_connections or connection_rate, or remove it");
+    }
+}
+
+void readRequestRate(Reader& reader, const Field& field, RequestRate& out) {
+    MapReader map(reader, field, {"rate", "burst", "key", "header", "table_size"});
+    readBucket(reader, map, out.rate);
+    if (auto key = map.get("key")) {
+        if (auto value = reader.choice<RequestKey>(*key, {{"listener", RequestKey::Listener},
+                                                         {"client", RequestKey::Client},
+                                                         {"header", RequestKey::Header}})) {
+            out.key = *value;
+        }
+    }
+    const auto header = map.get("header");
+    if (header) {
+        if (auto value = reader.text(*header)) {
+            if (std::all_of(value->begin(), value->end(), [](char c) {
+                    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+                })) {
+                out.header = lowercase(*value);
+            } else {
+                reader.error(header->valueMark(), header->path,
+                             quote(*value) + " is not a header name");
+            }
+        }
+    }
+    if (out.key == RequestKey::Header && !header) {
+        reader.error(map.mark(), map.path() + ".header",
+                     "key: header needs the header's name, such as header: X-API-Key");
+    } else if (out.key != RequestKey::Header && header) {
+        reader.error(header->keyMark, header->path, "only used with key: header");
+    }
+    if (auto size = map.get("table_size")) {
+        if (auto value = reader.integer(*size, 1, kMaxTableSize)) out.table_size = uint32_t(*value);
+    }
+}
+
 void readLimits(Reader& reader, const Field& field, Limits& limits) {
-    MapReader map(reader, field, {"max_connections", "max_header_bytes", "max_headers"});
+    MapReader map(reader, field,
+                  {"max_connections", "max_header_bytes", "max_headers", "connection_rate",
+                   "per_client", "request_rate"});
     const std::pair<const char*, uint32_t*> entries[] = {
         {"max_connections", &limits.max_connections},
         {"max_header_bytes", &limits.max_header_bytes},
@@ -277,6 +386,12 @@ void readLimits(Reader& reader, const Field& field, Limits& limits) {
             }
         }
     }
+    if (auto rate = map.get("connection_rate")) {
+        MapReader bucket(reader, *rate, {"rate", "burst"});
+        readBucket(reader, bucket, limits.connection_rate);
+    }
+    if (auto client = map.get("per_client")) readClientLimits(reader, *client, limits.per_client);
+    if (auto rate = map.get("request_rate")) readRequestRate(reader, *rate, limits.request_rate);
 }
 
 void readHttp(Reader& reader, const Field& field, HttpOptions& http) {
@@ -373,7 +488,13 @@ void readListener(Reader& reader, const Field& field, Config& config, Positions&
                      positions);
     }
     if (auto timeouts = map.get("timeouts")) readTimeouts(reader, *timeouts, listener.timeouts);
-    if (auto limits = map.get("limits")) readLimits(reader, *limits, listener.limits);
+    if (auto limits = map.get("limits")) {
+        readLimits(reader, *limits, listener.limits);
+        if (listener.protocol != Protocol::Http && listener.limits.request_rate.rate.enabled()) {
+            reader.error(toMark(limits->value["request_rate"].Mark()), limits->path + ".request_rate",
+                         "request limits need protocol: http (a tcp listener sees no requests)");
+        }
+    }
     if (auto http = map.get("http")) readHttp(reader, *http, listener.http);
     checkH2(reader, listener, tls, upstream);
     config.listeners.push_back(std::move(listener));

@@ -39,6 +39,11 @@ public:
         free_.push_back(std::move(b));
     }
     size_t keptBytes() const { return kept_bytes_; }
+    // Frees every kept buffer (the proxy is idle: give the memory back).
+    void release() {
+        std::vector<Bytes>().swap(free_);
+        kept_bytes_ = 0;
+    }
 
 private:
     std::vector<Bytes> free_;
@@ -71,6 +76,8 @@ public:
         }
         free_.emplace_back(w);
     }
+
+    void release() { std::vector<std::unique_ptr<WriteReq>>().swap(free_); }
 
 private:
     std::vector<std::unique_ptr<WriteReq>> free_;

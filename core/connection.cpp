@@ -295,10 +295,25 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
     }
     s.tls->feedCiphertext(data, n);
     if (s.handshaking) {
+        // A client handshake waits its turn once this iteration's budget is spent.
+        if (id == kDown && (handshake_queued_ || !server_.handshakeBudgetLeft())) {
+            if (!handshake_queued_) server_.deferHandshake(this);
+            handshake_queued_ = true;
+            return;
+        }
         driveHandshake(id);
         if (state_ == State::Closed || s.handshaking) return;
     }
     pump(id);
+}
+
+void Connection::resumeHandshake() {
+    handshake_queued_ = false;
+    Side& d = sides_[kDown];
+    if (state_ == State::Closed || !d.handshaking) return;
+    driveHandshake(kDown);
+    if (state_ == State::Closed || d.handshaking) return;
+    pump(kDown);
 }
 
 // A TLS record starts with 0x16 (a handshake record); an HTTP request with an upper-case method.
@@ -553,6 +568,9 @@ void Connection::startCodec() {
     o.max_header_bytes = cfg.limits.max_header_bytes;
     o.max_headers = cfg.limits.max_headers;
     o.forwarded = static_cast<http::ForwardedMode>(cfg.http.forwarded);
+    if (cfg.limits.request_rate.key == config::RequestKey::Header) {
+        o.admission_header = cfg.limits.request_rate.header;
+    }
     http::ConnectionFacts f;
     f.client_ip = peer_ip_;
     f.client_port = peer_port_;
@@ -595,6 +613,20 @@ void Connection::collect(SideId to, const uint8_t* p, size_t n) {
     b.insert(b.end(), p, p + n);
 }
 
+http::Admission Connection::admitRequest(const http::Exchange&, std::string_view key) {
+    const config::RequestRate& limit = rt_->cfg.limits.request_rate;
+    if (!limit.rate.enabled()) return {};
+    // Without the header, a request is keyed by its client's address.
+    if (limit.key == config::RequestKey::Client || key.empty()) key = peer_ip_;
+    const uint64_t now = uv_now(server_.loop());
+    const uint64_t wait_ms = rt_->limiter->admitRequest(limit, key, now);
+    if (wait_ms == 0) return {};
+    ++stats_.requests_rate_limited;
+    // Its local answer completes an exchange like any other: keep the start times in order.
+    request_started_ms_.push_back(now);
+    return {429, retryAfterSeconds(wait_ms)};
+}
+
 void Connection::onRequestHead(const http::Exchange&) {
     request_started_ms_.push_back(uv_now(server_.loop()));
     ++exchanges_;
@@ -624,6 +656,7 @@ void Connection::onExchangeComplete(const http::Exchange& ex) {
                           {"method", ex.method},
                           {"path", ex.target},
                           {"status", ex.status},
+                          {"local", ex.local ? "yes" : "no"},
                           {"bytes_in", ex.request_bytes},
                           {"bytes_out", ex.response_bytes},
                           {"duration_ms", int64_t(now - started)},
@@ -865,9 +898,17 @@ void Connection::close(const char* reason) {
                                               {"state", stateName(state_)},
                                               {"reason", reason}});
     state_ = State::Closed;
+    if (handshake_queued_) {
+        server_.cancelHandshake(this);
+        handshake_queued_ = false;
+    }
     if (counted_) {
         --stats_.active;
         counted_ = false;
+    }
+    if (client_slot_) {
+        rt_->limiter->releaseConnection(peer_ip_);
+        client_slot_ = false;
     }
     uv_timer_stop(&timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);

@@ -63,6 +63,11 @@ public:
     void close(const char* reason);
     // The server is draining: finish what is in flight, answer with Connection: close, close.
     void onDrain();
+    // The server runs a client handshake it had queued (Server::deferHandshake).
+    void resumeHandshake();
+    const std::string& peerIp() const { return peer_ip_; }
+    // Counted in its client's open connections (limits.per_client): released when it closes.
+    void holdClientSlot() { client_slot_ = true; }
 
     enum class State : uint8_t {
         FirstByte,         // TLS listener, nothing received: no TLS session yet; handshake deadline
@@ -152,6 +157,7 @@ private:
     // http::CodecEvents: record only; deadlines are settled after the codec call returns.
     void sendUpstream(const uint8_t* p, size_t n) override;
     void sendDownstream(const uint8_t* p, size_t n) override;
+    http::Admission admitRequest(const http::Exchange& ex, std::string_view key) override;
     void onRequestHead(const http::Exchange& ex) override;
     void onResponseHead(const http::Exchange& ex) override;
     void onExchangeComplete(const http::Exchange& ex) override;
@@ -182,6 +188,8 @@ private:
     uint64_t last_activity_ms_ = 0;
     int closes_pending_ = 0;
     bool counted_ = false;    // counted in stats.active
+    bool handshake_queued_ = false;  // waiting in the server's handshake queue
+    bool client_slot_ = false;  // counted in its client's open connections
     std::string peer_ip_;
     uint16_t peer_port_ = 0;
 };

@@ -1,6 +1,10 @@
 #include "core/metrics.h"
 
 #include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <system_error>
 
 namespace sidecar::core {
@@ -8,11 +12,20 @@ namespace sidecar::core {
 namespace {
 
 // The shortest text that reads back as exactly v: counters past 10^9 (bytes) keep every digit.
+// Integral values (every counter and gauge) take the integer path; snprintf/strtod rather than
+// std::to_chars(double), which would link about 170 KB of tables into the static binary.
 std::string num(double v) {
     char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    if (ec != std::errc()) return "NaN";
-    return std::string(buf, end);
+    if (v >= 0 && v < 9007199254740992.0 && v == double(uint64_t(v))) {
+        auto [end, ec] = std::to_chars(buf, buf + sizeof buf, uint64_t(v));
+        return std::string(buf, end);
+    }
+    if (std::isnan(v)) return "NaN";
+    for (int precision = 1; precision <= 17; ++precision) {
+        std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+        if (std::strtod(buf, nullptr) == v) break;
+    }
+    return buf;
 }
 
 void header(std::string& out, const char* name, const char* type, const char* help) {
@@ -72,6 +85,18 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
     sample(out, name + "_count", labels, double(count_));
 }
 
+const char* rejectReasonName(RejectReason r) {
+    switch (r) {
+        case RejectReason::MaxConnections: return "max_connections";
+        case RejectReason::Draining: return "draining";
+        case RejectReason::ConnectionRate: return "connection_rate";
+        case RejectReason::ClientConnections: return "client_connections";
+        case RejectReason::ClientConnectionRate: return "client_connection_rate";
+        case RejectReason::Count: break;
+    }
+    return "?";
+}
+
 ListenerStats::ListenerStats() : handshake_seconds(kLatencyBounds), request_seconds(kLatencyBounds) {}
 
 ListenerStats& Metrics::listener(const std::string& name) {
@@ -89,9 +114,18 @@ std::string Metrics::render() const {
     };
     each("sidecar_connections_accepted_total", "counter", "Client connections accepted and served (rejected ones are not counted here).",
          [](const ListenerStats& s) { return s.accepted; });
-    each("sidecar_connections_rejected_total", "counter",
-         "Client connections closed at once: over max_connections or draining.",
-         [](const ListenerStats& s) { return s.rejected; });
+    header(out, "sidecar_connections_rejected_total", "counter",
+           "Client connections closed at once after accept, by reason.");
+    for (const auto& [key, s] : listeners) {
+        for (size_t r = 0; r < s->rejected.size(); ++r) {
+            sample(out, "sidecar_connections_rejected_total",
+                   listenerLabel(key) + ",reason=\"" + rejectReasonName(RejectReason(r)) + "\"",
+                   double(s->rejected[r]));
+        }
+    }
+    each("sidecar_http_requests_rate_limited_total", "counter",
+         "HTTP requests answered 429 by the request rate limit, never forwarded.",
+         [](const ListenerStats& s) { return s.requests_rate_limited; });
     each("sidecar_connections_active", "gauge", "Client connections open now.",
          [](const ListenerStats& s) { return s.active; });
     each("sidecar_received_bytes_total", "counter", "Bytes received from clients (on the wire).",

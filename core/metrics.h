@@ -31,10 +31,21 @@ private:
     uint64_t count_ = 0;
 };
 
+// Why a connection was closed at once after accept (the reason label of the rejected counter).
+enum class RejectReason : uint8_t {
+    MaxConnections,
+    Draining,
+    ConnectionRate,        // the listener's limits.connection_rate
+    ClientConnections,     // limits.per_client.max_connections
+    ClientConnectionRate,  // limits.per_client.connection_rate
+    Count
+};
+const char* rejectReasonName(RejectReason r);
+
 struct ListenerStats {
     ListenerStats();
     uint64_t accepted = 0;
-    uint64_t rejected = 0;  // over max_connections, or refused while draining
+    std::array<uint64_t, size_t(RejectReason::Count)> rejected{};
     int64_t active = 0;
     uint64_t bytes_in = 0;   // from clients
     uint64_t bytes_out = 0;  // to clients
@@ -51,6 +62,7 @@ struct ListenerStats {
     std::array<uint64_t, 6> http_requests{};
     Histogram request_seconds;
     uint64_t http_local_responses = 0;  // errors the proxy answered itself
+    uint64_t requests_rate_limited = 0;  // answered 429 by limits.request_rate
 };
 
 struct CertificateGauge {

@@ -115,6 +115,12 @@ Server::Server(uv_loop_t* loop, Logger& log, tls::Backend& backend, Metrics& met
       metrics_(metrics),
       read_buf_(new uint8_t[kReadBufferSize]),
       plain_buf_(new uint8_t[kPlainBufferSize]),
+      idle_trim_(
+          loop, [this] { return connections_.empty(); },
+          [this] {
+              buffers_.release();
+              write_reqs_.release();
+          }),
       validators_(std::move(validators)) {}
 
 Server::~Server() = default;
@@ -123,6 +129,9 @@ std::shared_ptr<ListenerRuntime> Server::buildRuntime(const config::Listener& l,
     auto rt = std::make_shared<ListenerRuntime>();
     rt->cfg = l;
     rt->stats = &metrics_.listener(l.name);
+    std::unique_ptr<ListenerLimiter>& limiter = limiters_[l.name];
+    if (!limiter) limiter = std::make_unique<ListenerLimiter>();
+    rt->limiter = limiter.get();
     if (!resolveAddress(l.upstream.address, &rt->upstream)) {
         *error = "bad upstream address " + l.upstream.address.toString();
         return nullptr;
@@ -209,8 +218,11 @@ bool Server::start(const config::Config& cfg) {
     uv_timer_init(loop_, &debounce_timer_);
     uv_timer_init(loop_, &poll_timer_);
     uv_prepare_init(loop_, &log_flush_);
+    uv_check_init(loop_, &handshake_check_);
+    uv_idle_init(loop_, &handshake_idle_);
     sig_term_.data = sig_int_.data = sig_hup_.data = drain_timer_.data = this;
     debounce_timer_.data = poll_timer_.data = log_flush_.data = this;
+    handshake_check_.data = handshake_idle_.data = this;
     refreshCertificateGauges();
     watchCertificateFiles();
     handles_inited_ = true;
@@ -221,6 +233,8 @@ bool Server::start(const config::Config& cfg) {
     // waits; the handle does not keep the loop alive by itself.
     uv_prepare_start(&log_flush_, onLoopIdle);
     uv_unref(reinterpret_cast<uv_handle_t*>(&log_flush_));
+    uv_check_start(&handshake_check_, onHandshakeCheck);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&handshake_check_));
     if (!ok) {
         beginDrain("start-up failed");
         return false;
@@ -262,7 +276,40 @@ void Server::beginDrain(const char* why) {
     finishIfDrained();
 }
 
-void Server::onLoopIdle(uv_prepare_t* h) noexcept { static_cast<Server*>(h->data)->log_.flushAccess(); }
+void Server::onLoopIdle(uv_prepare_t* h) noexcept {
+    auto* s = static_cast<Server*>(h->data);
+    s->log_.flushAccess();
+    s->batch_started_ns_ = 0;  // the next I/O callbacks start a new budget
+}
+
+bool Server::handshakeBudgetLeft() {
+    uint64_t now = uv_hrtime();
+    if (batch_started_ns_ == 0) batch_started_ns_ = now;
+    return now - batch_started_ns_ < kHandshakeBudgetNs;
+}
+
+void Server::deferHandshake(Connection* c) {
+    if (handshake_queue_.empty() && handles_inited_) uv_idle_start(&handshake_idle_, [](uv_idle_t*) noexcept {});
+    handshake_queue_.push_back(c);
+}
+
+void Server::cancelHandshake(Connection* c) {
+    std::erase(handshake_queue_, c);
+    if (handshake_queue_.empty() && handles_inited_) uv_idle_stop(&handshake_idle_);
+}
+
+// Deferred handshakes, oldest first, for one budget (at least one step per iteration).
+void Server::onHandshakeCheck(uv_check_t* h) noexcept {
+    auto* s = static_cast<Server*>(h->data);
+    if (s->handshake_queue_.empty()) return;
+    s->batch_started_ns_ = uv_hrtime();
+    do {
+        Connection* c = s->handshake_queue_.front();
+        s->handshake_queue_.pop_front();
+        c->resumeHandshake();
+    } while (!s->handshake_queue_.empty() && uv_hrtime() - s->batch_started_ns_ < kHandshakeBudgetNs);
+    if (s->handshake_queue_.empty() && s->handles_inited_) uv_idle_stop(&s->handshake_idle_);
+}
 
 void Server::onDrainTimer(uv_timer_t* t) noexcept {
     auto* s = static_cast<Server*>(t->data);
@@ -282,6 +329,7 @@ void Server::finishIfDrained() {
 
 void Server::closeOwnHandles() {
     if (admin_) admin_->close();
+    idle_trim_.close();
     if (!handles_inited_) return;
     handles_inited_ = false;
     log_.detach();
@@ -289,7 +337,9 @@ void Server::closeOwnHandles() {
                            reinterpret_cast<uv_handle_t*>(&sig_hup_), reinterpret_cast<uv_handle_t*>(&drain_timer_),
                            reinterpret_cast<uv_handle_t*>(&debounce_timer_),
                            reinterpret_cast<uv_handle_t*>(&poll_timer_),
-                           reinterpret_cast<uv_handle_t*>(&log_flush_)}) {
+                           reinterpret_cast<uv_handle_t*>(&log_flush_),
+                           reinterpret_cast<uv_handle_t*>(&handshake_check_),
+                           reinterpret_cast<uv_handle_t*>(&handshake_idle_)}) {
         uv_close(h, nullptr);
     }
     closeWatchers();
@@ -572,11 +622,31 @@ void Server::onAccept(Listener& l) {
     auto* c = new Connection(*this, l.runtime);
     if (!c->accept(reinterpret_cast<uv_stream_t*>(&l.handle))) return;
     const ListenerRuntime& rt = *l.runtime;
-    if (draining_ || uint64_t(rt.stats->active) > rt.cfg.limits.max_connections) {
-        ++rt.stats->rejected;
-        log_.debug("connection rejected", {{"listener", rt.cfg.name},
-                                           {"reason", draining_ ? "draining" : "max_connections"}});
-        c->close("over max_connections");
+    RejectReason reason = RejectReason::Count;
+    if (draining_) {
+        reason = RejectReason::Draining;
+    } else if (uint64_t(rt.stats->active) > rt.cfg.limits.max_connections) {
+        reason = RejectReason::MaxConnections;
+    } else {
+        // Before any TLS work: a refused client costs an accept and a close.
+        bool counted = false;
+        switch (rt.limiter->admitConnection(rt.cfg.limits, c->peerIp(), uv_now(loop_), &counted)) {
+            case ListenerLimiter::Refusal::None: break;
+            case ListenerLimiter::Refusal::ConnectionRate: reason = RejectReason::ConnectionRate; break;
+            case ListenerLimiter::Refusal::ClientConnections:
+                reason = RejectReason::ClientConnections;
+                break;
+            case ListenerLimiter::Refusal::ClientConnectionRate:
+                reason = RejectReason::ClientConnectionRate;
+                break;
+        }
+        if (counted) c->holdClientSlot();
+    }
+    if (reason != RejectReason::Count) {
+        ++rt.stats->rejected[size_t(reason)];
+        log_.debug("connection rejected",
+                   {{"listener", rt.cfg.name}, {"client", c->peerIp()}, {"reason", rejectReasonName(reason)}});
+        c->close("rejected at accept");
         return;
     }
     connections_.insert(c);
@@ -586,6 +656,7 @@ void Server::onAccept(Listener& l) {
 void Server::forget(Connection* c) {
     connections_.erase(c);
     if (draining_) finishIfDrained();
+    else if (connections_.empty()) idle_trim_.arm();
 }
 
 }  // namespace sidecar::core

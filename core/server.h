@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,8 +15,10 @@
 #include "config/config.h"
 #include "core/admin.h"
 #include "core/buffer.h"
+#include "core/idle_trim.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/ratelimit.h"
 #include "tls/backend.h"
 
 namespace sidecar::core {
@@ -32,6 +35,7 @@ struct ListenerRuntime {
     std::shared_ptr<tls::Context> client_tls;  // null = plain upstream
     sockaddr_storage upstream{};
     ListenerStats* stats = nullptr;
+    ListenerLimiter* limiter = nullptr;  // owned by the Server, kept across reloads
 };
 
 class Listener {
@@ -86,6 +90,17 @@ public:
     void onAccept(Listener& l);
     void forget(Connection* c);  // called by a connection when it starts closing
 
+    // Fairness between handshakes and established connections. Client handshakes run while the
+    // current loop iteration has spent less than kHandshakeBudgetNs on I/O callbacks; past it, a
+    // connection with a ClientHello to process is queued, and the queue is worked off after the
+    // poll phase, one budget per iteration, with the poll not blocking while it is non-empty.
+    // So established connections are read and written between handshake steps, whatever the
+    // size of a reconnect storm.
+    static constexpr uint64_t kHandshakeBudgetNs = 2'000'000;
+    bool handshakeBudgetLeft();
+    void deferHandshake(Connection* c);
+    void cancelHandshake(Connection* c);
+
 private:
     static void onSignal(uv_signal_t* h, int signum) noexcept;
     static void onDrainTimer(uv_timer_t* t) noexcept;
@@ -96,6 +111,7 @@ private:
     static void onFsEvent(uv_fs_event_t* h, const char* file, int events, int status) noexcept;
     static void onReloadTimer(uv_timer_t* t) noexcept;
     static void onLoopIdle(uv_prepare_t* h) noexcept;
+    static void onHandshakeCheck(uv_check_t* h) noexcept;
     void closeOwnHandles();
     void closeWatchers();
     void noteCertificatesReloaded(const ListenerRuntime& rt, const char* why);
@@ -111,15 +127,21 @@ private:
     std::unique_ptr<uint8_t[]> plain_buf_;
     std::vector<Listener*> listeners_;  // each freed in its close callback
     std::unordered_set<Connection*> connections_;
+    IdleTrim idle_trim_;  // after the last connection closes: empty the pools, trim the heap
     uv_signal_t sig_term_, sig_int_, sig_hup_;
     uv_timer_t drain_timer_;
     std::unique_ptr<AdminServer> admin_;
     config::Validators validators_;
     std::map<std::string, std::string> fingerprints_;  // listener name -> TLS material digest
+    std::map<std::string, std::unique_ptr<ListenerLimiter>> limiters_;  // by listener name
     std::vector<uv_fs_event_t*> watchers_;              // freed in their close callbacks
     uv_timer_t debounce_timer_;
     uv_timer_t poll_timer_;
     uv_prepare_t log_flush_;  // runs before the loop waits for I/O: writes the access lines
+    uv_check_t handshake_check_;  // after the poll phase: works off deferred handshakes
+    uv_idle_t handshake_idle_;    // active while handshakes wait: the poll does not block
+    std::deque<Connection*> handshake_queue_;
+    uint64_t batch_started_ns_ = 0;  // when this iteration's I/O callbacks began (0 = not yet)
     bool ready_ = false;
     bool handles_inited_ = false;
     bool draining_ = false;

@@ -22,7 +22,8 @@ struct StatusText {
 
 constexpr StatusText kStatusTexts[] = {
     {400, "Bad Request"},           {405, "Method Not Allowed"},
-    {408, "Request Timeout"},       {431, "Request Header Fields Too Large"},
+    {408, "Request Timeout"},       {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
     {500, "Internal Server Error"}, {501, "Not Implemented"},
     {502, "Bad Gateway"},           {503, "Service Unavailable"},
     {504, "Gateway Timeout"},       {505, "HTTP Version Not Supported"},
@@ -492,6 +493,12 @@ void Codec::finishRequestHead() {
     if (slot.upgrade) upgrade_seq_ = slot.seq;
     request_framing_.reset(parser.flags & F_CHUNKED);
     request_state_ = RequestState::Body;
+    slot.refused = events_.admitRequest(slot.exchange, admission_key_);
+    if (slot.refused.status != 0) {
+        discard_seq_ = slot.seq;
+        answerRefused();
+        return;
+    }
     events_.sendUpstream(reinterpret_cast<const uint8_t*>(out_.data()), out_.size());
     events_.onRequestHead(slot.exchange);
 }
@@ -514,6 +521,8 @@ int Codec::buildRequestHead() {
     }
 
     const ForwardedMode mode = options_.forwarded;
+    const std::string_view admission = options_.admission_header;
+    admission_key_.clear();
     out_.clear();
     out_.append(head.data(), line.size() + 2);
     std::string_view host;
@@ -523,6 +532,9 @@ int Codec::buildRequestHead() {
     const size_t count = forEachHeader(head, [&](std::string_view raw, std::string_view name,
                                                  std::string_view value) {
         bool drop = false;
+        if (!admission.empty() && admission_key_.empty() && equalsLower(name, admission)) {
+            admission_key_.assign(value);
+        }
         switch (name.size()) {
             case 4:
                 if (equalsLower(name, "host")) {
@@ -693,6 +705,7 @@ void Codec::chunkBoundary(Framing& framing, const llhttp_t& parser, bool upstrea
 void Codec::send(const char* p, size_t n, bool upstream) {
     const auto* bytes = reinterpret_cast<const uint8_t*>(p);
     if (upstream) {
+        if (discard_seq_ != 0 && discard_seq_ == current_request_seq_) return;  // refused
         events_.sendUpstream(bytes, n);
     } else {
         events_.sendDownstream(bytes, n);
@@ -886,6 +899,7 @@ void Codec::completeFront() {
 
 // Work unblocked by a completed exchange: held client bytes, a queued error, the end.
 void Codec::afterExchange() {
+    answerRefused();
     resumeHeld();
     maybeEmitQueuedError();
     if (closing_ || pending_count_ > 0) return;
@@ -953,6 +967,19 @@ void Codec::maybeEmitQueuedError() {
     closing_ = true;
 }
 
+// Refused requests are answered in order, once every request ahead of them has been.
+void Codec::answerRefused() {
+    while (!closing_ && pending_count_ > 0 && front().refused.status != 0 &&
+           !response_final_started_) {
+        Pending& f = front();
+        const bool close = f.close_after || draining_;
+        emitLocal(f.refused.status, f.exchange, f.head_request, !close, f.refused.retry_after);
+        last_completed_seq_ = f.seq;
+        popPending();
+        if (close) closing_ = true;
+    }
+}
+
 void Codec::answerFront(int status) {
     Pending& f = front();
     emitLocal(status, f.exchange, f.head_request);
@@ -960,7 +987,8 @@ void Codec::answerFront(int status) {
     popPending();
 }
 
-void Codec::emitLocal(int status, Exchange& exchange, bool head_request) {
+void Codec::emitLocal(int status, Exchange& exchange, bool head_request, bool keep_alive,
+                      uint32_t retry_after) {
     const std::string_view reason = reasonFor(status);
     char digits[24];
     out_.clear();
@@ -970,7 +998,11 @@ void Codec::emitLocal(int status, Exchange& exchange, bool head_request) {
     out_ += reason;
     out_ += "\r\nContent-Type: text/plain\r\nContent-Length: ";
     out_.append(digits, std::to_chars(digits, digits + sizeof digits, reason.size() + 1).ptr);
-    out_ += "\r\nConnection: close\r\n\r\n";
+    if (retry_after != 0) {
+        out_ += "\r\nRetry-After: ";
+        out_.append(digits, std::to_chars(digits, digits + sizeof digits, retry_after).ptr);
+    }
+    out_ += keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
     if (!head_request) {
         out_ += reason;
         out_ += '\n';

@@ -120,6 +120,24 @@ def static_bin():
 
 
 @pytest.fixture(scope="session")
+def static_mbedtls_bin():
+    """The mbedTLS-only static binary (the smallest backend set): SIDECAR_STATIC_MBEDTLS_BIN when
+    set (scripts/test builds it), otherwise built here without its unit tests, which the
+    both-backends build runs over the same sources."""
+    env = os.environ.get("SIDECAR_STATIC_MBEDTLS_BIN")
+    if env:
+        path = Path(env)
+        assert path.is_file(), f"SIDECAR_STATIC_MBEDTLS_BIN={env} does not exist"
+        return path
+    build = ROOT / "build-static-mbedtls"
+    out = build / "out" / "sidecar"
+    env = dict(os.environ, SIDECAR_BACKENDS="mbedtls", SIDECAR_STATIC_TESTS="OFF")
+    r = run([BUILD_STATIC, build, out], timeout=3600, env=env)
+    assert r.returncode == 0, f"scripts/build-static failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return out
+
+
+@pytest.fixture(scope="session")
 def certs(static_bin, tmp_path_factory):
     """tls.crt / tls.key for localhost, 127.0.0.1 and ::1, made by `sidecar gen-cert`."""
     out = tmp_path_factory.mktemp("tls")
