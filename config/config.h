@@ -126,6 +126,17 @@ struct RequestRate {
     uint32_t table_size = 10000;
 };
 
+// HTTP mode: requests in flight to the app at once, counted per client connection with a request
+// forwarded and not yet answered (each has its own connection to the app). Beyond `max`, a
+// request waits its turn in a queue of at most `queue` requests for at most `queue_timeout`,
+// then is answered 503 with Retry-After.
+struct UpstreamConcurrency {
+    uint32_t max = 0;  // 0 = no limit
+    uint32_t queue = 0;
+    Duration queue_timeout = std::chrono::seconds(5);
+    bool enabled() const { return max > 0; }
+};
+
 struct Limits {
     uint32_t max_connections = 10000;
     uint32_t max_header_bytes = 32768;
@@ -133,6 +144,7 @@ struct Limits {
     RateLimit connection_rate;  // new connections on the listener, before any TLS work
     ClientLimits per_client;
     RequestRate request_rate;  // HTTP mode
+    UpstreamConcurrency upstream_concurrency;  // HTTP mode
 };
 
 enum class Protocol { Tcp, Http };

@@ -370,10 +370,23 @@ void readRequestRate(Reader& reader, const Field& field, RequestRate& out) {
     }
 }
 
+void readConcurrency(Reader& reader, const Field& field, UpstreamConcurrency& out) {
+    MapReader map(reader, field, {"max", "queue", "queue_timeout"});
+    if (auto max = map.require("max")) {
+        if (auto value = reader.integer(*max, 1, kMaxUint32)) out.max = uint32_t(*value);
+    }
+    if (auto queue = map.get("queue")) {
+        if (auto value = reader.integer(*queue, 0, kMaxUint32)) out.queue = uint32_t(*value);
+    }
+    if (auto timeout = map.get("queue_timeout")) {
+        if (auto value = reader.duration(*timeout, false)) out.queue_timeout = *value;
+    }
+}
+
 void readLimits(Reader& reader, const Field& field, Limits& limits) {
     MapReader map(reader, field,
                   {"max_connections", "max_header_bytes", "max_headers", "connection_rate",
-                   "per_client", "request_rate"});
+                   "per_client", "request_rate", "upstream_concurrency"});
     const std::pair<const char*, uint32_t*> entries[] = {
         {"max_connections", &limits.max_connections},
         {"max_header_bytes", &limits.max_header_bytes},
@@ -392,6 +405,9 @@ void readLimits(Reader& reader, const Field& field, Limits& limits) {
     }
     if (auto client = map.get("per_client")) readClientLimits(reader, *client, limits.per_client);
     if (auto rate = map.get("request_rate")) readRequestRate(reader, *rate, limits.request_rate);
+    if (auto cap = map.get("upstream_concurrency")) {
+        readConcurrency(reader, *cap, limits.upstream_concurrency);
+    }
 }
 
 void readHttp(Reader& reader, const Field& field, HttpOptions& http) {
@@ -493,6 +509,11 @@ void readListener(Reader& reader, const Field& field, Config& config, Positions&
         if (listener.protocol != Protocol::Http && listener.limits.request_rate.rate.enabled()) {
             reader.error(toMark(limits->value["request_rate"].Mark()), limits->path + ".request_rate",
                          "request limits need protocol: http (a tcp listener sees no requests)");
+        }
+        if (listener.protocol != Protocol::Http && listener.limits.upstream_concurrency.enabled()) {
+            reader.error(toMark(limits->value["upstream_concurrency"].Mark()),
+                         limits->path + ".upstream_concurrency",
+                         "upstream_concurrency needs protocol: http (a tcp listener sees no requests)");
         }
     }
     if (auto http = map.get("http")) readHttp(reader, *http, listener.http);

@@ -43,6 +43,7 @@ const char* Connection::stateName(State s) {
         case State::Connecting: return "connecting";
         case State::Relay: return "relay";
         case State::Idle: return "idle";
+        case State::Queued: return "queued";
         case State::RequestHead: return "request-head";
         case State::AwaitingResponse: return "awaiting-response";
         case State::Transfer: return "transfer";
@@ -95,7 +96,12 @@ void Connection::enter(State s) {
 
 // HTTP mode: derives the state from where the codec stands, after a codec call has returned.
 void Connection::settle() {
-    if (!codec_ || state_ == State::Flushing || state_ == State::Closed) return;
+    if (!codec_ || state_ == State::Closed) return;
+    if (slot_ == Slot::Held && (codec_->idleBetweenRequests() || state_ == State::Flushing ||
+                                codec_->phase() == http::Codec::Phase::Closed)) {
+        releaseSlot();
+    }
+    if (state_ == State::Flushing) return;
     if (!sides_[kUp].inited && !upstream_hold_.empty()) {
         connectUpstream();
         return;
@@ -114,6 +120,7 @@ void Connection::settle() {
     State next = State::Idle;
     switch (codec_->phase()) {
         case http::Codec::Phase::Idle: next = State::Idle; break;
+        case http::Codec::Phase::Admission: next = State::Queued; break;
         case http::Codec::Phase::RequestHead: next = State::RequestHead; break;
         case http::Codec::Phase::RequestBody:
         case http::Codec::Phase::Response: next = State::Transfer; break;
@@ -151,6 +158,8 @@ uint64_t Connection::deadlineAt() const {
             // The first request head is due within the header timeout of the handshake.
             return earliest(exchanges_ == 0 ? head_since_ms_ + uint64_t(t.header.count()) : idle_at,
                             grace_at);
+        case State::Queued:
+            return state_since_ms_ + uint64_t(rt_->limiter->upstreamCap().queue_timeout.count());
         case State::RequestHead:
             return head_since_ms_ + uint64_t(t.header.count());
         case State::AwaitingResponse:
@@ -229,6 +238,22 @@ void Connection::expire() {
             return;
         case State::RequestHead:
             break;
+        case State::Queued: {
+            // Its turn did not come: answered 503, and the connection stays usable.
+            releaseSlot();
+            ++stats_.requests_overloaded;
+            server_.noteRefusal(cfg.name, "upstream_queue_timeout");
+            const uint32_t retry = retryAfterSeconds(uint64_t(rt_->limiter->upstreamCap().queue_timeout.count()));
+            batching_ = true;
+            http::Status st = codec_->admit({503, retry});
+            batching_ = false;
+            afterCodec(st);
+            if (state_ != State::Closed && state_ != State::Flushing) {
+                updateReading(kDown);
+                pump(kDown);
+            }
+            return;
+        }
         case State::AwaitingResponse:
             server_.log().warn("upstream response timeout", {{"listener", cfg.name},
                                                              {"upstream", cfg.upstream.address.toString()},
@@ -251,6 +276,8 @@ void Connection::expire() {
 
 size_t Connection::room(SideId from) const {
     const Side& to = sides_[1 - from];
+    // HTTP, a request waits for its turn: the client is not read meanwhile.
+    if (from == kDown && slot_ == Slot::Waiting) return 0;
     // HTTP before the app's connection is opened: the codec needs the request head.
     if (codec_ && from == kDown && !sides_[kUp].inited) return kReadSlack;
     if (!ready(to) || to.shut || to.pending >= kHighWatermark) return 0;
@@ -542,6 +569,10 @@ void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
     batching_ = true;
     http::Status st = from == kDown ? codec_->feedRequest(p, n) : codec_->feedResponse(p, n);
     batching_ = false;
+    afterCodec(st);
+}
+
+void Connection::afterCodec(http::Status st) {
     for (SideId id : {kUp, kDown}) {
         Bytes& b = batch_[id];
         if (b.empty()) continue;
@@ -614,17 +645,82 @@ void Connection::collect(SideId to, const uint8_t* p, size_t n) {
 }
 
 http::Admission Connection::admitRequest(const http::Exchange&, std::string_view key) {
-    const config::RequestRate& limit = rt_->cfg.limits.request_rate;
-    if (!limit.rate.enabled()) return {};
-    // Without the header, a request is keyed by its client's address.
-    if (limit.key == config::RequestKey::Client || key.empty()) key = peer_ip_;
+    const config::Limits& limits = rt_->cfg.limits;
     const uint64_t now = uv_now(server_.loop());
-    const uint64_t wait_ms = rt_->limiter->admitRequest(limit, key, now);
-    if (wait_ms == 0) return {};
-    ++stats_.requests_rate_limited;
-    // Its local answer completes an exchange like any other: keep the start times in order.
+    if (limits.request_rate.rate.enabled()) {
+        // Without the header, a request is keyed by its client's address.
+        if (limits.request_rate.key == config::RequestKey::Client || key.empty()) key = peer_ip_;
+        const uint64_t wait_ms = rt_->limiter->admitRequest(limits.request_rate, key, now);
+        if (wait_ms != 0) {
+            ++stats_.requests_rate_limited;
+            server_.noteRefusal(rt_->cfg.name, "request_rate");
+            // Its local answer completes an exchange like any other: keep the start times in order.
+            request_started_ms_.push_back(now);
+            return {429, retryAfterSeconds(wait_ms)};
+        }
+    }
+    // One slot per connection with requests in flight: pipelined requests ride on it.
+    if (slot_ == Slot::Held) return {};
+    const config::UpstreamConcurrency& cap = rt_->limiter->upstreamCap();
+    if (!cap.enabled()) return {};
+    ConcurrencyGate& gate = rt_->limiter->upstream();
+    const ConcurrencyGate::Result r = gate.acquire(cap.max, cap.queue, reinterpret_cast<uintptr_t>(this));
+    stats_.upstream_in_flight = gate.inUse();
+    stats_.upstream_queued = int64_t(gate.waiting());
+    switch (r) {
+        case ConcurrencyGate::Result::Acquired:
+            slot_ = Slot::Held;
+            return {};
+        case ConcurrencyGate::Result::Queued:
+            slot_ = Slot::Waiting;
+            ++stats_.requests_queued;
+            return {.defer = true};
+        case ConcurrencyGate::Result::Refused:
+            break;
+    }
+    ++stats_.requests_overloaded;
+    server_.noteRefusal(rt_->cfg.name, "upstream_queue_full");
     request_started_ms_.push_back(now);
-    return {429, retryAfterSeconds(wait_ms)};
+    return {503, retryAfterSeconds(uint64_t(cap.queue_timeout.count()))};
+}
+
+void Connection::onSlotGranted() {
+    if (state_ == State::Closed || slot_ != Slot::Waiting) return;
+    slot_ = Slot::Held;
+    batching_ = true;
+    http::Status st = codec_->admit({});
+    batching_ = false;
+    afterCodec(st);
+    if (state_ == State::Closed || state_ == State::Flushing) return;
+    updateReading(kDown);
+    pump(kDown);
+}
+
+// Gives the connection's slot back, or its place in the queue.
+void Connection::releaseSlot() {
+    if (slot_ == Slot::None) return;
+    const bool held = slot_ == Slot::Held;
+    slot_ = Slot::None;
+    ConcurrencyGate& gate = rt_->limiter->upstream();
+    // A waiter already granted (and not yet told) holds a slot too.
+    if (held || !gate.cancel(reinterpret_cast<uintptr_t>(this))) server_.releaseUpstreamSlot(this, *rt_->limiter);
+    stats_.upstream_in_flight = gate.inUse();
+    stats_.upstream_queued = int64_t(gate.waiting());
+}
+
+void Connection::refuseBusy() {
+    static const char kBusy[] =
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Length: 20\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+        "Too many connections";
+    started_ms_ = uv_now(server_.loop());
+    touch();
+    writeRaw(kDown, reinterpret_cast<const uint8_t*>(kBusy), sizeof kBusy - 1);
+    closeAfterFlush("over max_connections");
 }
 
 void Connection::onRequestHead(const http::Exchange&) {
@@ -869,6 +965,7 @@ void Connection::maybeFinish() {
 // connection that may have requests on the way).
 void Connection::closeAfterFlush(const char* reason) {
     if (state_ == State::Closed || state_ == State::Flushing) return;
+    releaseSlot();  // nothing more goes to the app
     server_.log().debug("closing after flush", {{"reason", reason}});
     // A client that neither reads its answer nor closes gets a few seconds, not forever.
     enter(State::Flushing);
@@ -910,6 +1007,7 @@ void Connection::close(const char* reason) {
         rt_->limiter->releaseConnection(peer_ip_);
         client_slot_ = false;
     }
+    releaseSlot();
     uv_timer_stop(&timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
     for (Side& s : sides_) {

@@ -68,6 +68,10 @@ public:
     const std::string& peerIp() const { return peer_ip_; }
     // Counted in its client's open connections (limits.per_client): released when it closes.
     void holdClientSlot() { client_slot_ = true; }
+    // The server gave this connection's queued request a slot (limits.upstream_concurrency).
+    void onSlotGranted();
+    // Plain HTTP listener over max_connections: a 503 answer, then close.
+    void refuseBusy();
 
     enum class State : uint8_t {
         FirstByte,         // TLS listener, nothing received: no TLS session yet; handshake deadline
@@ -75,6 +79,7 @@ public:
         Connecting,        // upstream TCP connect and TLS origination; connect deadline
         Relay,             // TCP mode, or an HTTP connection turned tunnel; idle deadline
         Idle,              // HTTP, between requests; idle deadline (header deadline before the first)
+        Queued,            // HTTP, a request waits for an upstream slot; queue deadline
         RequestHead,       // HTTP, a request head is arriving; header deadline
         AwaitingResponse,  // HTTP, request forwarded, no response head yet; upstream_response
         Transfer,          // HTTP, a request or response body is streaming; idle deadline
@@ -162,6 +167,9 @@ private:
     void onResponseHead(const http::Exchange& ex) override;
     void onExchangeComplete(const http::Exchange& ex) override;
     void collect(SideId to, const uint8_t* p, size_t n);
+    // After a codec call: sends what it produced per side, then closes or settles.
+    void afterCodec(http::Status st);
+    void releaseSlot();
 
     Server& server_;
     std::shared_ptr<const ListenerRuntime> rt_;
@@ -190,6 +198,9 @@ private:
     bool counted_ = false;    // counted in stats.active
     bool handshake_queued_ = false;  // waiting in the server's handshake queue
     bool client_slot_ = false;  // counted in its client's open connections
+    // Its place in the listener's upstream concurrency gate (limits.upstream_concurrency): a
+    // slot is held from a request's admission until nothing is in flight on the connection.
+    enum class Slot : uint8_t { None, Waiting, Held } slot_ = Slot::None;
     std::string peer_ip_;
     uint16_t peer_port_ = 0;
 };

@@ -126,6 +126,18 @@ std::string Metrics::render() const {
     each("sidecar_http_requests_rate_limited_total", "counter",
          "HTTP requests answered 429 by the request rate limit, never forwarded.",
          [](const ListenerStats& s) { return s.requests_rate_limited; });
+    each("sidecar_http_requests_queued_total", "counter",
+         "HTTP requests that waited for an upstream slot (limits.upstream_concurrency).",
+         [](const ListenerStats& s) { return s.requests_queued; });
+    each("sidecar_http_requests_overloaded_total", "counter",
+         "HTTP requests answered 503 by limits.upstream_concurrency: queue full or wait timed out.",
+         [](const ListenerStats& s) { return s.requests_overloaded; });
+    each("sidecar_upstream_requests_in_flight", "gauge",
+         "Client connections holding an upstream slot (limits.upstream_concurrency) now.",
+         [](const ListenerStats& s) { return s.upstream_in_flight; });
+    each("sidecar_upstream_requests_queued", "gauge",
+         "HTTP requests waiting for an upstream slot now.",
+         [](const ListenerStats& s) { return s.upstream_queued; });
     each("sidecar_connections_active", "gauge", "Client connections open now.",
          [](const ListenerStats& s) { return s.active; });
     each("sidecar_received_bytes_total", "counter", "Bytes received from clients (on the wire).",

@@ -63,6 +63,10 @@ struct ListenerStats {
     Histogram request_seconds;
     uint64_t http_local_responses = 0;  // errors the proxy answered itself
     uint64_t requests_rate_limited = 0;  // answered 429 by limits.request_rate
+    uint64_t requests_queued = 0;        // waited for an upstream slot (limits.upstream_concurrency)
+    uint64_t requests_overloaded = 0;    // answered 503: queue full or its wait timed out
+    int64_t upstream_in_flight = 0;      // connections holding an upstream slot now
+    int64_t upstream_queued = 0;         // requests waiting for one now
 };
 
 struct CertificateGauge {

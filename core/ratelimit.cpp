@@ -117,6 +117,39 @@ ListenerLimiter::Refusal ListenerLimiter::admitConnection(const config::Limits& 
     return Refusal::None;
 }
 
+ConcurrencyGate::Result ConcurrencyGate::acquire(uint32_t max, uint32_t queue_max, uintptr_t id) {
+    // Nobody overtakes a waiter: with a queue, a free slot goes to the oldest one first.
+    if (in_use_ < max && waiting_.empty()) {
+        ++in_use_;
+        return Result::Acquired;
+    }
+    if (waiting_.size() >= queue_max) return Result::Refused;
+    waiting_.push_back(id);
+    return Result::Queued;
+}
+
+void ConcurrencyGate::release() {
+    if (in_use_ > 0) --in_use_;
+}
+
+uintptr_t ConcurrencyGate::grant(uint32_t max) {
+    if (waiting_.empty() || in_use_ >= max) return 0;
+    uintptr_t id = waiting_.front();
+    waiting_.pop_front();
+    ++in_use_;
+    return id;
+}
+
+bool ConcurrencyGate::cancel(uintptr_t id) {
+    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+        if (*it == id) {
+            waiting_.erase(it);
+            return true;
+        }
+    }
+    return false;
+}
+
 void ListenerLimiter::releaseConnection(std::string_view client) {
     // Absent when its entry was evicted meanwhile: the count went with it.
     if (!clients_) return;

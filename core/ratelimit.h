@@ -79,6 +79,28 @@ private:
     uint64_t evictions_ = 0;
 };
 
+// Slots of work in flight, with a bounded first-come-first-served queue of waiters. Waiters are
+// opaque non-zero ids. The limits are passed in with each call (a reload changes them at once:
+// a larger max grants waiters on the next release or grant() call).
+class ConcurrencyGate {
+public:
+    enum class Result : uint8_t { Acquired, Queued, Refused };
+    Result acquire(uint32_t max, uint32_t queue_max, uintptr_t id);
+    // A holder is done with its slot.
+    void release();
+    // The oldest waiter, now holding a slot, if the limit allows one more; 0 when none.
+    uintptr_t grant(uint32_t max);
+    // A waiter gives up; false if it was not waiting.
+    bool cancel(uintptr_t id);
+
+    uint32_t inUse() const { return in_use_; }
+    size_t waiting() const { return waiting_.size(); }
+
+private:
+    uint32_t in_use_ = 0;
+    std::list<uintptr_t> waiting_;
+};
+
 // The limits of one listener checked at accept and per HTTP request, with their state. It
 // outlives config reloads: the limits are passed in with each call, so a reload applies new rates
 // at once and buckets keep their tokens (a table whose size changes starts empty).
@@ -95,6 +117,11 @@ public:
     // A request keyed by `key` (ignored for a per-listener limit): 0 if admitted, otherwise the
     // milliseconds until it would be.
     uint64_t admitRequest(const config::RequestRate& limit, std::string_view key, uint64_t now_ms);
+    // Requests in flight to the app (limits.upstream_concurrency). The limits in force are the
+    // listener's current ones: set when a configuration is applied, read by every connection.
+    ConcurrencyGate& upstream() { return upstream_; }
+    const config::UpstreamConcurrency& upstreamCap() const { return upstream_cap_; }
+    void setUpstreamCap(const config::UpstreamConcurrency& cap) { upstream_cap_ = cap; }
 
 private:
     static ClientTable& table(std::unique_ptr<ClientTable>& t, uint32_t size);
@@ -105,6 +132,8 @@ private:
     TokenBucket request_bucket_;
     std::unique_ptr<ClientTable> clients_;
     std::unique_ptr<ClientTable> request_keys_;
+    ConcurrencyGate upstream_;
+    config::UpstreamConcurrency upstream_cap_;
 };
 
 }  // namespace sidecar::core

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -181,6 +182,7 @@ bool Server::start(const config::Config& cfg) {
             continue;
         }
         fingerprints_[l.name] = materialFingerprint(l);
+        rt->limiter->setUpstreamCap(l.limits.upstream_concurrency);
         auto* listener = new Listener(*this, rt);
         if (auto err = listener->bind()) {
             log_.error("cannot listen", {{"listener", l.name}, {"error", *err}});
@@ -218,11 +220,12 @@ bool Server::start(const config::Config& cfg) {
     uv_timer_init(loop_, &debounce_timer_);
     uv_timer_init(loop_, &poll_timer_);
     uv_prepare_init(loop_, &log_flush_);
-    uv_check_init(loop_, &handshake_check_);
-    uv_idle_init(loop_, &handshake_idle_);
+    uv_check_init(loop_, &loop_check_);
+    uv_idle_init(loop_, &loop_idle_);
+    uv_timer_init(loop_, &refusal_timer_);
     sig_term_.data = sig_int_.data = sig_hup_.data = drain_timer_.data = this;
     debounce_timer_.data = poll_timer_.data = log_flush_.data = this;
-    handshake_check_.data = handshake_idle_.data = this;
+    loop_check_.data = loop_idle_.data = refusal_timer_.data = this;
     refreshCertificateGauges();
     watchCertificateFiles();
     handles_inited_ = true;
@@ -233,8 +236,9 @@ bool Server::start(const config::Config& cfg) {
     // waits; the handle does not keep the loop alive by itself.
     uv_prepare_start(&log_flush_, onLoopIdle);
     uv_unref(reinterpret_cast<uv_handle_t*>(&log_flush_));
-    uv_check_start(&handshake_check_, onHandshakeCheck);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&handshake_check_));
+    uv_check_start(&loop_check_, onLoopCheck);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&loop_check_));
+    uv_unref(reinterpret_cast<uv_handle_t*>(&refusal_timer_));
     if (!ok) {
         beginDrain("start-up failed");
         return false;
@@ -289,26 +293,78 @@ bool Server::handshakeBudgetLeft() {
 }
 
 void Server::deferHandshake(Connection* c) {
-    if (handshake_queue_.empty() && handles_inited_) uv_idle_start(&handshake_idle_, [](uv_idle_t*) noexcept {});
     handshake_queue_.push_back(c);
+    updateLoopIdle();
 }
 
 void Server::cancelHandshake(Connection* c) {
     std::erase(handshake_queue_, c);
-    if (handshake_queue_.empty() && handles_inited_) uv_idle_stop(&handshake_idle_);
+    updateLoopIdle();
 }
 
-// Deferred handshakes, oldest first, for one budget (at least one step per iteration).
-void Server::onHandshakeCheck(uv_check_t* h) noexcept {
+// While handshakes or granted slots wait, the loop polls without blocking.
+void Server::updateLoopIdle() {
+    if (!handles_inited_) return;
+    if (handshake_queue_.empty() && granted_.empty()) {
+        uv_idle_stop(&loop_idle_);
+    } else {
+        uv_idle_start(&loop_idle_, [](uv_idle_t*) noexcept {});
+    }
+}
+
+// After the poll phase: requests given an upstream slot go on (cheap), then deferred
+// handshakes, oldest first, for one budget (at least one step per iteration).
+void Server::onLoopCheck(uv_check_t* h) noexcept {
     auto* s = static_cast<Server*>(h->data);
-    if (s->handshake_queue_.empty()) return;
-    s->batch_started_ns_ = uv_hrtime();
-    do {
-        Connection* c = s->handshake_queue_.front();
-        s->handshake_queue_.pop_front();
-        c->resumeHandshake();
-    } while (!s->handshake_queue_.empty() && uv_hrtime() - s->batch_started_ns_ < kHandshakeBudgetNs);
-    if (s->handshake_queue_.empty() && s->handles_inited_) uv_idle_stop(&s->handshake_idle_);
+    while (!s->granted_.empty()) {
+        Connection* c = s->granted_.front();
+        s->granted_.pop_front();
+        c->onSlotGranted();
+    }
+    if (!s->handshake_queue_.empty()) {
+        s->batch_started_ns_ = uv_hrtime();
+        do {
+            Connection* c = s->handshake_queue_.front();
+            s->handshake_queue_.pop_front();
+            c->resumeHandshake();
+        } while (!s->handshake_queue_.empty() && uv_hrtime() - s->batch_started_ns_ < kHandshakeBudgetNs);
+    }
+    s->updateLoopIdle();
+}
+
+void Server::releaseUpstreamSlot(Connection* c, ListenerLimiter& limiter) {
+    // Granted but not yet told: its slot is handed on like any other.
+    std::erase(granted_, c);
+    limiter.upstream().release();
+    grantWaiters(limiter);
+}
+
+void Server::grantWaiters(ListenerLimiter& limiter) {
+    const config::UpstreamConcurrency& cap = limiter.upstreamCap();
+    // With the cap turned off by a reload, every waiter goes on.
+    const uint32_t max = cap.enabled() ? cap.max : std::numeric_limits<uint32_t>::max();
+    while (uintptr_t id = limiter.upstream().grant(max)) granted_.push_back(reinterpret_cast<Connection*>(id));
+    updateLoopIdle();
+}
+
+void Server::noteRefusal(const std::string& listener, const char* reason) {
+    ++refusals_[{listener, reason}];
+    if (handles_inited_ && !uv_is_active(reinterpret_cast<uv_handle_t*>(&refusal_timer_))) {
+        uv_timer_start(&refusal_timer_, onRefusalSummary, kRefusalSummaryMs, 0);
+    }
+}
+
+// One line per listener and reason per interval, however many clients were refused.
+void Server::onRefusalSummary(uv_timer_t* t) noexcept {
+    auto* s = static_cast<Server*>(t->data);
+    for (const auto& [key, count] : s->refusals_) {
+        s->log_.warn("refused by limits",
+                     {{"listener", key.first},
+                      {"reason", key.second},
+                      {"count", count},
+                      {"interval_s", uint64_t(kRefusalSummaryMs / 1000)}});
+    }
+    s->refusals_.clear();
 }
 
 void Server::onDrainTimer(uv_timer_t* t) noexcept {
@@ -338,8 +394,9 @@ void Server::closeOwnHandles() {
                            reinterpret_cast<uv_handle_t*>(&debounce_timer_),
                            reinterpret_cast<uv_handle_t*>(&poll_timer_),
                            reinterpret_cast<uv_handle_t*>(&log_flush_),
-                           reinterpret_cast<uv_handle_t*>(&handshake_check_),
-                           reinterpret_cast<uv_handle_t*>(&handshake_idle_)}) {
+                           reinterpret_cast<uv_handle_t*>(&loop_check_),
+                           reinterpret_cast<uv_handle_t*>(&loop_idle_),
+                           reinterpret_cast<uv_handle_t*>(&refusal_timer_)}) {
         uv_close(h, nullptr);
     }
     closeWatchers();
@@ -593,6 +650,12 @@ void Server::reloadConfig() {
         l->runtime = runtimes[i];
         listeners_.push_back(l);
         const config::Listener& lc = runtimes[i]->cfg;
+        // New limits apply at once; a larger upstream cap lets waiters in now.
+        ListenerLimiter& limiter = *runtimes[i]->limiter;
+        limiter.setUpstreamCap(lc.limits.upstream_concurrency);
+        grantWaiters(limiter);
+        runtimes[i]->stats->upstream_in_flight = limiter.upstream().inUse();
+        runtimes[i]->stats->upstream_queued = int64_t(limiter.upstream().waiting());
         std::string fp = materialFingerprint(lc);
         auto known = fingerprints_.find(lc.name);
         if ((lc.tls || lc.upstream.tls) && known != fingerprints_.end() && known->second != fp) {
@@ -646,6 +709,15 @@ void Server::onAccept(Listener& l) {
         ++rt.stats->rejected[size_t(reason)];
         log_.debug("connection rejected",
                    {{"listener", rt.cfg.name}, {"client", c->peerIp()}, {"reason", rejectReasonName(reason)}});
+        if (reason != RejectReason::Draining) noteRefusal(rt.cfg.name, rejectReasonName(reason));
+        // A plain HTTP client over max_connections is told so (503) for the price of one write;
+        // up to a bound, past which closing is cheaper. A TLS client would cost a handshake first.
+        if (reason == RejectReason::MaxConnections && rt.cfg.protocol == config::Protocol::Http &&
+            !rt.server_tls && uint64_t(rt.stats->active) <= 2 * uint64_t(rt.cfg.limits.max_connections)) {
+            connections_.insert(c);
+            c->refuseBusy();
+            return;
+        }
         c->close("rejected at accept");
         return;
     }

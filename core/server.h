@@ -97,9 +97,17 @@ public:
     // So established connections are read and written between handshake steps, whatever the
     // size of a reconnect storm.
     static constexpr uint64_t kHandshakeBudgetNs = 2'000'000;
+    static constexpr uint64_t kRefusalSummaryMs = 10'000;
     bool handshakeBudgetLeft();
     void deferHandshake(Connection* c);
     void cancelHandshake(Connection* c);
+
+    // limits.upstream_concurrency: `c` gives its slot back (or its granted, untold place); the
+    // oldest waiters get the free slots and are told after the poll phase.
+    void releaseUpstreamSlot(Connection* c, ListenerLimiter& limiter);
+    // A refusal by a limit: counted for the listener's next summary log line (one per interval,
+    // whatever the flood).
+    void noteRefusal(const std::string& listener, const char* reason);
 
 private:
     static void onSignal(uv_signal_t* h, int signum) noexcept;
@@ -111,7 +119,10 @@ private:
     static void onFsEvent(uv_fs_event_t* h, const char* file, int events, int status) noexcept;
     static void onReloadTimer(uv_timer_t* t) noexcept;
     static void onLoopIdle(uv_prepare_t* h) noexcept;
-    static void onHandshakeCheck(uv_check_t* h) noexcept;
+    static void onLoopCheck(uv_check_t* h) noexcept;
+    static void onRefusalSummary(uv_timer_t* t) noexcept;
+    void grantWaiters(ListenerLimiter& limiter);
+    void updateLoopIdle();
     void closeOwnHandles();
     void closeWatchers();
     void noteCertificatesReloaded(const ListenerRuntime& rt, const char* why);
@@ -138,9 +149,12 @@ private:
     uv_timer_t debounce_timer_;
     uv_timer_t poll_timer_;
     uv_prepare_t log_flush_;  // runs before the loop waits for I/O: writes the access lines
-    uv_check_t handshake_check_;  // after the poll phase: works off deferred handshakes
-    uv_idle_t handshake_idle_;    // active while handshakes wait: the poll does not block
+    uv_check_t loop_check_;  // after the poll phase: granted slots, then deferred handshakes
+    uv_idle_t loop_idle_;    // active while either waits: the poll does not block
     std::deque<Connection*> handshake_queue_;
+    std::deque<Connection*> granted_;  // given an upstream slot, not yet told
+    uv_timer_t refusal_timer_;         // the refusal summary's interval
+    std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
     uint64_t batch_started_ns_ = 0;  // when this iteration's I/O callbacks began (0 = not yet)
     bool ready_ = false;
     bool handles_inited_ = false;

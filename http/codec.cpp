@@ -494,6 +494,14 @@ void Codec::finishRequestHead() {
     request_framing_.reset(parser.flags & F_CHUNKED);
     request_state_ = RequestState::Body;
     slot.refused = events_.admitRequest(slot.exchange, admission_key_);
+    if (slot.refused.defer) {
+        // Nothing of it goes out until admit(); what follows the head is held meanwhile.
+        slot.refused = {};
+        deferred_head_.assign(out_);
+        request_state_ = RequestState::Held;
+        hold_reason_ = HoldReason::Admission;
+        return;
+    }
     if (slot.refused.status != 0) {
         discard_seq_ = slot.seq;
         answerRefused();
@@ -636,6 +644,7 @@ void Codec::hold(const char* p, const char* end) {
 
 void Codec::resumeHeld() {
     if (request_state_ != RequestState::Held || replaying_ || closing_) return;
+    if (hold_reason_ == HoldReason::Admission) return;  // until admit()
     if (hold_reason_ == HoldReason::Upgrade) {
         if (upgrade_seq_ > last_completed_seq_) return;
         llhttp_resume_after_upgrade(&request_parser_);
@@ -644,12 +653,42 @@ void Codec::resumeHeld() {
     }
     request_state_ = RequestState::Idle;
     hold_reason_ = HoldReason::None;
+    replayHeld();
+}
+
+// Processes the held client bytes as if they arrived now (none at all still lets llhttp finish
+// a bodiless message).
+void Codec::replayHeld() {
     replay_.swap(held_);
     held_.clear();
     replaying_ = true;
     processRequest(replay_.data(), replay_.data() + replay_.size());
     replaying_ = false;
     replay_.clear();
+}
+
+Status Codec::admit(const Admission& decision) {
+    if (closing_ || request_state_ != RequestState::Held || hold_reason_ != HoldReason::Admission) {
+        return status();
+    }
+    Pending& slot = back();  // the deferred request is the newest
+    hold_reason_ = HoldReason::None;
+    request_state_ = RequestState::Body;
+    if (decision.status != 0) {
+        slot.refused = decision;
+        slot.refused.defer = false;
+        discard_seq_ = slot.seq;
+        answerRefused();
+    } else {
+        events_.sendUpstream(reinterpret_cast<const uint8_t*>(deferred_head_.data()),
+                             deferred_head_.size());
+        events_.onRequestHead(slot.exchange);
+    }
+    deferred_head_.clear();
+    deferred_head_.shrink_to_fit();
+    replayHeld();  // the rest of the request, and what was pipelined after it
+    if (request_eof_ && !closing_) return requestEof();  // the client had finished meanwhile
+    return status();
 }
 
 Status Codec::requestEof() {
@@ -1074,6 +1113,7 @@ bool Codec::tunneling() const { return tunnel_; }
 Codec::Phase Codec::phase() const {
     if (closing_) return Phase::Closed;
     if (tunnel_) return Phase::Tunnel;
+    if (hold_reason_ == HoldReason::Admission) return Phase::Admission;
     if (response_state_ == ResponseState::Body) return Phase::Response;
     if (request_state_ == RequestState::Body) return Phase::RequestBody;
     if (pending_count_ > 0 || queued_error_ != 0) return Phase::AwaitingResponse;

@@ -52,6 +52,9 @@ struct Exchange {
 struct Admission {
     int status = 0;            // 0: forward it; otherwise answer it locally with this status
     uint32_t retry_after = 0;  // seconds for a Retry-After header; 0: none
+    // Not decided yet: the request (and every byte after its head) waits until core calls
+    // Codec::admit with the decision.
+    bool defer = false;
 };
 
 // Implemented by core. Called synchronously from inside Codec calls; must not call back into
@@ -90,6 +93,9 @@ public:
     // The app closed: completes an EOF-delimited body; 502 if a response was owed and none of
     // it was sent. Always Close.
     Status responseEof();
+    // The decision on a request that admitRequest deferred: forward it (status 0) or answer it
+    // locally; the bytes held after its head are then processed. No effect if none is deferred.
+    Status admit(const Admission& decision);
     // Core's timers and connect failures (408, 502, 503, 504): answers the client with a small
     // response if one is owed and nothing of it has been sent yet. Always Close.
     Status localError(int status);
@@ -100,10 +106,12 @@ public:
     bool tunneling() const;
 
     // Where the exchange stands, for the connection's deadlines. The order of the checks is the
-    // order of precedence: a response being streamed, then a request body being streamed, then
-    // a forwarded request awaiting its response head, then a request head being received.
+    // order of precedence: a request awaiting admission (nothing is forwarded while one does),
+    // a response being streamed, then a request body being streamed, then a forwarded request
+    // awaiting its response head, then a request head being received.
     enum class Phase : uint8_t {
         Idle,              // nothing in flight in either direction
+        Admission,         // a complete request head awaits core's decision (admit)
         RequestHead,       // a request head has started but is not complete
         RequestBody,       // a request body is being forwarded
         AwaitingResponse,  // requests forwarded, the front one's final response head not yet in
@@ -122,7 +130,7 @@ private:
 
     enum class RequestState : uint8_t { Idle, Head, Body, Held, Stopped };
     enum class ResponseState : uint8_t { Idle, Head, Body };
-    enum class HoldReason : uint8_t { None, Upgrade, PipelineFull };
+    enum class HoldReason : uint8_t { None, Upgrade, PipelineFull, Admission };
 
     struct Framing {
         bool chunked = false;
@@ -153,6 +161,7 @@ private:
     void failRequest(int status, bool in_body);
     void hold(const char* p, const char* end);
     void resumeHeld();
+    void replayHeld();
 
     bool forwardBody(Framing& framing, const char* p, size_t n, bool upstream);
     void chunkBoundary(Framing& framing, const llhttp_t& parser, bool upstream);
@@ -216,6 +225,7 @@ private:
     Framing request_framing_;
     Framing response_framing_;
     std::string held_;
+    std::string deferred_head_;  // the rewritten head of a request awaiting admit()
     std::string replay_;
     std::string inject_;     // per-connection part of the forwarding headers
     std::string xfcc_line_;  // "X-Forwarded-Client-Cert: ...\r\n" or empty

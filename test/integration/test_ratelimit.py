@@ -2,13 +2,15 @@
 addresses. Connections over a limit are closed at accept (no handshake) and counted by reason;
 requests over a limit get 429 with Retry-After, never reach nginx, and leave the connection usable."""
 import json
+import signal
 import socket
 import ssl
+import threading
 import time
 
 import pytest
 
-from conftest import BIN, Nginx, base_config, free_port, run, tls_listener
+from conftest import BIN, Nginx, ScriptedUpstream, base_config, free_port, run, tls_listener
 from test_http import Client, get, metric, start_http_proxy, sync_nginx_log, wait_file_contains
 
 
@@ -220,6 +222,8 @@ def test_per_client_connection_rate(proxies, workdir, web, cert):
     ("request_rate: { rate: 10/s, key: header }", ":14:21:", "key: header needs the header's name"),
     ("connection_rate: { burst: 5 }", ":14:24:", 'the required key "rate" is missing'),
     ("per_client: { table_size: 5 }", ":14:19:", "sets no limit"),
+    ("upstream_concurrency: { queue: 5 }", ":14:29:", 'the required key "max" is missing'),
+    ("upstream_concurrency: { max: 0 }", ":14:36:", "out of range"),
 ])
 def test_check_config_rejects_nonsense(workdir, cert, limits, where, message):
     cfg = base_config(tls_listener("web", free_port(), 80, cert, protocol="http",
@@ -231,11 +235,226 @@ def test_check_config_rejects_nonsense(workdir, cert, limits, where, message):
     assert where in r.stderr and message in r.stderr, (cfg, r.stderr)
 
 
-def test_request_rate_on_tcp_listener_is_an_error(workdir, cert):
+@pytest.mark.parametrize("limits, message", [
+    ("request_rate: { rate: 1/s }", "request limits need protocol: http"),
+    ("upstream_concurrency: { max: 4 }", "upstream_concurrency needs protocol: http"),
+])
+def test_request_limits_on_tcp_listener_are_an_error(workdir, cert, limits, message):
     cfg = base_config(tls_listener("web", free_port(), 80, cert, protocol="tcp",
-                                   extra="    limits:\n      request_rate: { rate: 1/s }"))
+                                   extra=f"    limits:\n      {limits}"))
     path = workdir / "bad.yaml"
     path.write_text(cfg)
     r = run([str(BIN), "check-config", "-c", str(path)], timeout=30)
     assert r.returncode == 1
-    assert "request limits need protocol: http" in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
+
+
+# ---- upstream concurrency: queue, then 503 ----
+
+class GatedApp:
+    """An HTTP/1.1 app that records each request head and answers only when the test lets it:
+    `release(n)` lets n more responses go, in arrival order."""
+
+    def __init__(self):
+        self.heads = []
+        self.cond = threading.Condition()
+        self.allowed = 0
+        self.upstream = ScriptedUpstream(self._serve)
+        self.port = self.upstream.port
+
+    def _serve(self, conn):
+        pending = b""
+        while True:
+            while b"\r\n\r\n" not in pending:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                pending += data
+            head, pending = pending.split(b"\r\n\r\n", 1)
+            path = head.split(b" ")[1].decode()
+            with self.cond:
+                self.heads.append(path)
+                self.cond.notify_all()
+                if not self.cond.wait_for(lambda: self.allowed > 0, 30):
+                    return
+                self.allowed -= 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+    def release(self, n=1):
+        with self.cond:
+            self.allowed += n
+            self.cond.notify_all()
+
+    def wait_heads(self, count, timeout=10.0):
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.heads) >= count, timeout):
+                raise TimeoutError(f"the app has {self.heads}, wanted {count} requests")
+            return list(self.heads)
+
+    def close(self):
+        self.release(1000)
+        self.upstream.close()
+
+
+@pytest.fixture
+def gated():
+    a = GatedApp()
+    yield a
+    a.close()
+
+
+def wait_metric(admin, name, value, timeout=10.0, **labels):
+    deadline = time.monotonic() + timeout
+    while (got := metric(admin, name, **labels)) != value:
+        assert time.monotonic() < deadline, f"{name} stayed {got}, wanted {value}"
+        time.sleep(0.02)  # a metric has no readiness to await
+
+
+def test_upstream_cap_queues_in_order_then_503_and_drains(proxies, workdir, gated, cert):
+    admin = free_port()
+    p, port = start_http_proxy(
+        proxies, workdir, gated.port, cert, admin_port=admin,
+        limits={"upstream_concurrency": "{ max: 2, queue: 2, queue_timeout: 30s }"})
+    clients = [Client(port, cert[0]) for _ in range(5)]
+    for i, c in enumerate(clients[:2]):
+        c.send(get(f"/run-{i}"))
+    assert sorted(gated.wait_heads(2)) == ["/run-0", "/run-1"]
+    for i, c in enumerate(clients[2:4], start=2):
+        c.send(get(f"/wait-{i}"))
+        wait_metric(admin, "sidecar_upstream_requests_queued", i - 1, listener="web")
+    # The queue is full: the fifth is answered at once and never reaches the app.
+    clients[4].send(get("/over"))
+    r = clients[4].response()
+    assert (r.status, r.reason) == (503, "Service Unavailable")
+    assert r.header("Retry-After") == "30"
+    assert r.header("Connection") is None  # the connection stays usable
+    assert metric(admin, "sidecar_upstream_requests_in_flight", listener="web") == 2
+    # One answer frees one slot: the oldest waiter goes next, the other still waits.
+    gated.release(1)
+    assert gated.wait_heads(3)[2] == "/wait-2"
+    assert len(gated.heads) == 3
+    gated.release(3)
+    for c in clients[:4]:
+        assert c.response().status == 200
+    assert gated.wait_heads(4)[3] == "/wait-3"
+    wait_metric(admin, "sidecar_upstream_requests_in_flight", 0, listener="web")
+    assert metric(admin, "sidecar_upstream_requests_queued", listener="web") == 0
+    assert metric(admin, "sidecar_http_requests_queued_total", listener="web") == 2
+    assert metric(admin, "sidecar_http_requests_overloaded_total", listener="web") == 1
+    # Drained: the refused client's next request goes straight through.
+    gated.release(1)
+    clients[4].send(get("/again"))
+    assert clients[4].response().status == 200
+    assert "/over" not in gated.heads
+    for c in clients:
+        c.close()
+    p.access.wait_for('"/over"')
+    over = [r for r in access_lines(p) if r["path"] == "/over"]
+    assert over[0]["status"] == 503 and over[0]["local"] == "yes"
+
+
+def test_upstream_queue_timeout_answers_503_and_keeps_the_connection(proxies, workdir, gated, cert):
+    p, port = start_http_proxy(
+        proxies, workdir, gated.port, cert,
+        limits={"upstream_concurrency": "{ max: 1, queue: 5, queue_timeout: 300ms }"})
+    a, b = Client(port, cert[0]), Client(port, cert[0])
+    a.send(get("/holder"))
+    gated.wait_heads(1)
+    started = time.monotonic()
+    # A request with a body: the body is discarded with it, not parsed as a request.
+    b.send(b"POST /late HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6\r\n\r\nGET /x")
+    r = b.response()
+    waited = time.monotonic() - started
+    assert (r.status, r.header("Retry-After")) == (503, "1")
+    assert 0.25 <= waited < 5, waited
+    gated.release(2)
+    assert a.response().status == 200
+    b.send(get("/after"))
+    assert b.response().status == 200
+    assert gated.wait_heads(2) == ["/holder", "/after"]
+    a.close()
+    b.close()
+
+
+def test_idle_keepalive_connection_holds_no_slot(proxies, workdir, gated, cert):
+    p, port = start_http_proxy(
+        proxies, workdir, gated.port, cert,
+        limits={"upstream_concurrency": "{ max: 1, queue: 0 }"})
+    gated.release(3)
+    a, b = Client(port, cert[0]), Client(port, cert[0])
+    a.send(get("/a1"))
+    assert a.response().status == 200
+    # a stays open between requests; b is served at once, and a after it.
+    b.send(get("/b1"))
+    assert b.response().status == 200
+    a.send(get("/a2"))
+    assert a.response().status == 200
+    assert gated.heads == ["/a1", "/b1", "/a2"]
+    a.close()
+    b.close()
+
+
+def test_reload_raising_the_cap_lets_waiters_in(proxies, workdir, gated, cert):
+    admin = free_port()
+    limits = "{ max: 1, queue: 5, queue_timeout: 30s }"
+    p, port = start_http_proxy(proxies, workdir, gated.port, cert, admin_port=admin,
+                               limits={"upstream_concurrency": limits})
+    a, b = Client(port, cert[0]), Client(port, cert[0])
+    a.send(get("/first"))
+    gated.wait_heads(1)
+    b.send(get("/second"))
+    wait_metric(admin, "sidecar_upstream_requests_queued", 1, listener="web")
+    cfg = p.config_path.read_text().replace(limits, "{ max: 2, queue: 5, queue_timeout: 30s }")
+    p.config_path.write_text(cfg)
+    p.signal(signal.SIGHUP)
+    # The waiter goes in without the first request finishing.
+    assert gated.wait_heads(2) == ["/first", "/second"]
+    gated.release(2)
+    assert a.response().status == 200 and b.response().status == 200
+    a.close()
+    b.close()
+
+
+def test_plain_http_listener_over_max_connections_answers_503(proxies, workdir, nginx):
+    admin = free_port()
+    port = free_port()
+    cfg = base_config(f"""
+  - name: plain
+    listen: 127.0.0.1:{port}
+    protocol: http
+    upstream:
+      address: 127.0.0.1:{nginx.port}
+    limits:
+      max_connections: 1
+""", admin_port=admin)
+    proxies(cfg, workdir).start()
+    first = socket.create_connection(("127.0.0.1", port), timeout=10)
+    first.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert first.recv(65536).startswith(b"HTTP/1.1 200")
+    second = socket.create_connection(("127.0.0.1", port), timeout=10)
+    second.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    answer = b""
+    while chunk := second.recv(65536):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
+    assert b"Retry-After: 1\r\n" in answer and b"Connection: close\r\n" in answer
+    assert metric(admin, "sidecar_connections_rejected_total", listener="plain",
+                  reason="max_connections") == 1
+    first.close()
+    second.close()
+
+
+
+def test_a_flood_of_refusals_logs_one_summary_line(proxies, workdir, web, cert):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert,
+                               limits={"request_rate": "{ rate: 1/m, burst: 1 }"})
+    c = Client(port, cert[0])
+    c.send(b"".join(get(f"/flood-{i}") for i in range(60)))
+    statuses = [c.response().status for _ in range(60)]
+    assert statuses == [404] + [429] * 59
+    # One warning per listener and reason per interval (10 s), not one per request.
+    line = json.loads(p.log.wait_for("refused by limits", timeout=20))
+    assert (line["level"], line["listener"], line["reason"], line["count"]) == \
+        ("warn", "web", "request_rate", 59)
+    assert p.log.text().count("refused by limits") == 1
+    c.close()

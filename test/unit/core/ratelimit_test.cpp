@@ -165,3 +165,52 @@ TEST_CASE("client table: an evicted key comes back with a full bucket", "[rateli
     t.touch("b", r, 0);
     CHECK(t.touch("a", r, 0).bucket.available(r, 0) == 2);
 }
+
+TEST_CASE("the concurrency gate admits max holders, queues in order, refuses past the queue",
+          "[ratelimit][gate]") {
+    using sidecar::core::ConcurrencyGate;
+    ConcurrencyGate g;
+    CHECK(g.acquire(2, 2, 1) == ConcurrencyGate::Result::Acquired);
+    CHECK(g.acquire(2, 2, 2) == ConcurrencyGate::Result::Acquired);
+    CHECK(g.acquire(2, 2, 3) == ConcurrencyGate::Result::Queued);
+    CHECK(g.acquire(2, 2, 4) == ConcurrencyGate::Result::Queued);
+    CHECK(g.acquire(2, 2, 5) == ConcurrencyGate::Result::Refused);
+    CHECK(g.inUse() == 2);
+    CHECK(g.waiting() == 2);
+    // No slot free: nobody is granted.
+    CHECK(g.grant(2) == 0);
+    g.release();
+    // The oldest waiter gets the slot; the next one waits for another release.
+    CHECK(g.grant(2) == 3);
+    CHECK(g.grant(2) == 0);
+    CHECK(g.inUse() == 2);
+    // A waiter that gives up leaves the queue; a second cancel finds nothing.
+    CHECK(g.cancel(4));
+    CHECK_FALSE(g.cancel(4));
+    CHECK(g.waiting() == 0);
+    g.release();
+    CHECK(g.grant(2) == 0);
+    CHECK(g.inUse() == 1);
+}
+
+TEST_CASE("the concurrency gate lets nobody overtake a waiter, and follows a new max",
+          "[ratelimit][gate]") {
+    using sidecar::core::ConcurrencyGate;
+    ConcurrencyGate g;
+    REQUIRE(g.acquire(1, 10, 1) == ConcurrencyGate::Result::Acquired);
+    REQUIRE(g.acquire(1, 10, 2) == ConcurrencyGate::Result::Queued);
+    REQUIRE(g.acquire(1, 10, 3) == ConcurrencyGate::Result::Queued);
+    g.release();
+    // A slot is free but a waiter is older than a newcomer: the newcomer queues behind it.
+    CHECK(g.acquire(1, 10, 4) == ConcurrencyGate::Result::Queued);
+    CHECK(g.grant(1) == 2);
+    // A reload raises max to 3: the next two waiters go in at once.
+    CHECK(g.grant(3) == 3);
+    CHECK(g.grant(3) == 4);
+    CHECK(g.grant(3) == 0);
+    CHECK(g.inUse() == 3);
+    // With no queue at all, a full gate refuses.
+    ConcurrencyGate none;
+    REQUIRE(none.acquire(1, 0, 1) == ConcurrencyGate::Result::Acquired);
+    CHECK(none.acquire(1, 0, 2) == ConcurrencyGate::Result::Refused);
+}
