@@ -118,12 +118,14 @@ struct ClientLimits {
 
 enum class RequestKey { Listener, Client, Header };
 
-// HTTP requests admitted per listener, per client IP, or per value of a request header.
+// HTTP requests admitted per listener, per client IP, or per value of a request header; for
+// the paths starting with path_prefix (empty: every path).
 struct RequestRate {
     RateLimit rate;
     RequestKey key = RequestKey::Listener;
     std::string header;  // RequestKey::Header: the header's name (requests without it: by IP)
     uint32_t table_size = 10000;
+    std::string path_prefix;
 };
 
 // HTTP mode: requests in flight to the app at once, counted per client connection with a request
@@ -143,7 +145,9 @@ struct Limits {
     uint32_t max_headers = 100;
     RateLimit connection_rate;  // new connections on the listener, before any TLS work
     ClientLimits per_client;
-    RequestRate request_rate;  // HTTP mode
+    // HTTP mode: one rule, or an ordered list where a request takes the first rule whose
+    // path_prefix matches its path (none matching: not limited).
+    std::vector<RequestRate> request_rate;
     UpstreamConcurrency upstream_concurrency;  // HTTP mode
 };
 

@@ -337,7 +337,20 @@ void readClientLimits(Reader& reader, const Field& field, ClientLimits& out) {
 }
 
 void readRequestRate(Reader& reader, const Field& field, RequestRate& out) {
-    MapReader map(reader, field, {"rate", "burst", "key", "header", "table_size"});
+    MapReader map(reader, field, {"rate", "burst", "key", "header", "table_size", "path_prefix"});
+    if (auto prefix = map.get("path_prefix")) {
+        if (auto value = reader.text(*prefix)) {
+            if ((*value)[0] == '/' && std::none_of(value->begin(), value->end(), [](char c) {
+                    return c <= ' ' || c == 0x7f || c == '?' || c == '#';
+                })) {
+                out.path_prefix = *value;
+            } else {
+                reader.error(prefix->valueMark(), prefix->path,
+                             quote(*value) + " is not a path prefix: it starts with / and has no "
+                                             "spaces, control characters, ? or #");
+            }
+        }
+    }
     readBucket(reader, map, out.rate);
     if (auto key = map.get("key")) {
         if (auto value = reader.choice<RequestKey>(*key, {{"listener", RequestKey::Listener},
@@ -404,7 +417,27 @@ void readLimits(Reader& reader, const Field& field, Limits& limits) {
         readBucket(reader, bucket, limits.connection_rate);
     }
     if (auto client = map.get("per_client")) readClientLimits(reader, *client, limits.per_client);
-    if (auto rate = map.get("request_rate")) readRequestRate(reader, *rate, limits.request_rate);
+    if (auto rate = map.get("request_rate")) {
+        std::vector<Field> rules;
+        if (!rate->value.IsSequence()) {
+            rules.push_back(*rate);
+        } else if (auto items = reader.list(*rate)) {
+            rules = std::move(*items);
+        }
+        std::string header;  // one admission header per listener: the codec looks up one name
+        for (const Field& f : rules) {
+            RequestRate rule;
+            readRequestRate(reader, f, rule);
+            if (!rule.header.empty()) {
+                if (!header.empty() && rule.header != header) {
+                    reader.error(f.keyMark, f.path + ".header",
+                                 "every rule of a listener keys by the same header (" + header + ")");
+                }
+                header = rule.header;
+            }
+            limits.request_rate.push_back(std::move(rule));
+        }
+    }
     if (auto cap = map.get("upstream_concurrency")) {
         readConcurrency(reader, *cap, limits.upstream_concurrency);
     }
@@ -506,7 +539,7 @@ void readListener(Reader& reader, const Field& field, Config& config, Positions&
     if (auto timeouts = map.get("timeouts")) readTimeouts(reader, *timeouts, listener.timeouts);
     if (auto limits = map.get("limits")) {
         readLimits(reader, *limits, listener.limits);
-        if (listener.protocol != Protocol::Http && listener.limits.request_rate.rate.enabled()) {
+        if (listener.protocol != Protocol::Http && !listener.limits.request_rate.empty()) {
             reader.error(toMark(limits->value["request_rate"].Mark()), limits->path + ".request_rate",
                          "request limits need protocol: http (a tcp listener sees no requests)");
         }

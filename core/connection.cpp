@@ -599,8 +599,8 @@ void Connection::startCodec() {
     o.max_header_bytes = cfg.limits.max_header_bytes;
     o.max_headers = cfg.limits.max_headers;
     o.forwarded = static_cast<http::ForwardedMode>(cfg.http.forwarded);
-    if (cfg.limits.request_rate.key == config::RequestKey::Header) {
-        o.admission_header = cfg.limits.request_rate.header;
+    for (const config::RequestRate& rule : cfg.limits.request_rate) {
+        if (rule.key == config::RequestKey::Header) o.admission_header = rule.header;
     }
     http::ConnectionFacts f;
     f.client_ip = peer_ip_;
@@ -644,20 +644,27 @@ void Connection::collect(SideId to, const uint8_t* p, size_t n) {
     b.insert(b.end(), p, p + n);
 }
 
-http::Admission Connection::admitRequest(const http::Exchange&, std::string_view key) {
+http::Admission Connection::admitRequest(const http::Exchange& ex, std::string_view key) {
     const config::Limits& limits = rt_->cfg.limits;
     const uint64_t now = uv_now(server_.loop());
-    if (limits.request_rate.rate.enabled()) {
+    // The first rule whose prefix the path starts with (the path as sent: no normalization).
+    for (size_t i = 0; i < limits.request_rate.size(); ++i) {
+        const config::RequestRate& rule = limits.request_rate[i];
+        if (!std::string_view(ex.target).starts_with(rule.path_prefix)) continue;
         // Without the header, a request is keyed by its client's address.
-        if (limits.request_rate.key == config::RequestKey::Client || key.empty()) key = peer_ip_;
-        const uint64_t wait_ms = rt_->limiter->admitRequest(limits.request_rate, key, now);
-        if (wait_ms != 0) {
-            ++stats_.requests_rate_limited;
-            server_.noteRefusal(rt_->cfg.name, "request_rate");
-            // Its local answer completes an exchange like any other: keep the start times in order.
-            request_started_ms_.push_back(now);
-            return {429, retryAfterSeconds(wait_ms)};
+        if (rule.key == config::RequestKey::Client || key.empty()) key = peer_ip_;
+        const uint64_t wait_ms = rt_->limiter->admitRequest(rule, i, key, now);
+        if (wait_ms == 0) {
+            refused_in_a_row_ = 0;
+            break;
         }
+        ++stats_.requests_rate_limited;
+        server_.noteRefusal(rt_->cfg.name, "request_rate");
+        // Its local answer completes an exchange like any other: keep the start times in order.
+        request_started_ms_.push_back(now);
+        // A client that keeps sending regardless is closed after its answer.
+        const bool hammering = ++refused_in_a_row_ >= kMaxRefusedInARow;
+        return {.status = 429, .retry_after = retryAfterSeconds(wait_ms), .close = hammering};
     }
     // One slot per connection with requests in flight: pipelined requests ride on it.
     if (slot_ == Slot::Held) return {};

@@ -51,6 +51,9 @@ public:
     // While draining, an HTTP connection with nothing in flight is closed once it has stayed
     // idle this long (a request already on its way is still served, with Connection: close).
     static constexpr uint64_t kDrainIdleGraceMs = 1000;
+    // Requests answered 429 one after another on one connection, with none admitted between
+    // them, after which the connection is closed with the last answer.
+    static constexpr uint32_t kMaxRefusedInARow = 32;
 
     Connection(Server& server, std::shared_ptr<const ListenerRuntime> runtime);
     Connection(const Connection&) = delete;
@@ -198,6 +201,7 @@ private:
     bool counted_ = false;    // counted in stats.active
     bool handshake_queued_ = false;  // waiting in the server's handshake queue
     bool client_slot_ = false;  // counted in its client's open connections
+    uint32_t refused_in_a_row_ = 0;  // limits.request_rate refusals since the last admitted request
     // Its place in the listener's upstream concurrency gate (limits.upstream_concurrency): a
     // slot is held from a request's admission until nothing is in flight on the connection.
     enum class Slot : uint8_t { None, Waiting, Held } slot_ = Slot::None;

@@ -156,18 +156,19 @@ void ListenerLimiter::releaseConnection(std::string_view client) {
     if (ClientTable::Entry* e = clients_->find(client); e && e->active > 0) --e->active;
 }
 
-uint64_t ListenerLimiter::admitRequest(const config::RequestRate& limit, std::string_view key,
-                                       uint64_t now_ms) {
+uint64_t ListenerLimiter::admitRequest(const config::RequestRate& limit, size_t index,
+                                       std::string_view key, uint64_t now_ms) {
     if (!limit.rate.enabled()) return 0;
+    if (index >= request_rules_.size()) request_rules_.resize(index + 1);
+    RuleState& rule = request_rules_[index];
     if (limit.key == config::RequestKey::Listener) {
-        if (!request_bucket_set_) {
-            request_bucket_ = TokenBucket(limit.rate, now_ms);
-            request_bucket_set_ = true;
+        if (!rule.bucket_set) {
+            rule.bucket = TokenBucket(limit.rate, now_ms);
+            rule.bucket_set = true;
         }
-        return request_bucket_.take(limit.rate, now_ms) ? 0
-                                                         : request_bucket_.waitMs(limit.rate, now_ms);
+        return rule.bucket.take(limit.rate, now_ms) ? 0 : rule.bucket.waitMs(limit.rate, now_ms);
     }
-    TokenBucket& b = table(request_keys_, limit.table_size).touch(key, limit.rate, now_ms).bucket;
+    TokenBucket& b = table(rule.keys, limit.table_size).touch(key, limit.rate, now_ms).bucket;
     return b.take(limit.rate, now_ms) ? 0 : b.waitMs(limit.rate, now_ms);
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "config/config.h"
 
@@ -114,9 +115,11 @@ public:
     Refusal admitConnection(const config::Limits& limits, std::string_view client, uint64_t now_ms,
                             bool* counted);
     void releaseConnection(std::string_view client);
-    // A request keyed by `key` (ignored for a per-listener limit): 0 if admitted, otherwise the
-    // milliseconds until it would be.
-    uint64_t admitRequest(const config::RequestRate& limit, std::string_view key, uint64_t now_ms);
+    // A request under rule `index` of limits.request_rate, keyed by `key` (ignored for a
+    // per-listener rule): 0 if admitted, otherwise the milliseconds until it would be. Each rule
+    // has its own buckets, kept across reloads by position.
+    uint64_t admitRequest(const config::RequestRate& limit, size_t index, std::string_view key,
+                          uint64_t now_ms);
     // Requests in flight to the app (limits.upstream_concurrency). The limits in force are the
     // listener's current ones: set when a configuration is applied, read by every connection.
     ConcurrencyGate& upstream() { return upstream_; }
@@ -128,10 +131,13 @@ private:
 
     bool connection_bucket_set_ = false;
     TokenBucket connection_bucket_;
-    bool request_bucket_set_ = false;
-    TokenBucket request_bucket_;
+    struct RuleState {
+        bool bucket_set = false;
+        TokenBucket bucket;  // key: listener
+        std::unique_ptr<ClientTable> keys;
+    };
     std::unique_ptr<ClientTable> clients_;
-    std::unique_ptr<ClientTable> request_keys_;
+    std::vector<RuleState> request_rules_;
     ConcurrencyGate upstream_;
     config::UpstreamConcurrency upstream_cap_;
 };

@@ -89,7 +89,7 @@ std::optional<std::string> Listener::bind() {
                                                       {"error", uv_strerror(status)}});
                 return;
             }
-            l->server.onAccept(*l);
+            l->server.onListenerReadable(*l);
         });
     }
     if (r != 0) return "cannot listen on " + runtime->cfg.listen.toString() + ": " + uv_strerror(r);
@@ -97,6 +97,7 @@ std::optional<std::string> Listener::bind() {
 }
 
 void Listener::close() {
+    server.forgetListener(this);
     if (!inited_) {
         delete this;
         return;
@@ -284,6 +285,7 @@ void Server::onLoopIdle(uv_prepare_t* h) noexcept {
     auto* s = static_cast<Server*>(h->data);
     s->log_.flushAccess();
     s->batch_started_ns_ = 0;  // the next I/O callbacks start a new budget
+    ++s->iteration_;
 }
 
 bool Server::handshakeBudgetLeft() {
@@ -305,7 +307,7 @@ void Server::cancelHandshake(Connection* c) {
 // While handshakes or granted slots wait, the loop polls without blocking.
 void Server::updateLoopIdle() {
     if (!handles_inited_) return;
-    if (handshake_queue_.empty() && granted_.empty()) {
+    if (handshake_queue_.empty() && granted_.empty() && accept_pending_.empty()) {
         uv_idle_stop(&loop_idle_);
     } else {
         uv_idle_start(&loop_idle_, [](uv_idle_t*) noexcept {});
@@ -316,6 +318,15 @@ void Server::updateLoopIdle() {
 // handshakes, oldest first, for one budget (at least one step per iteration).
 void Server::onLoopCheck(uv_check_t* h) noexcept {
     auto* s = static_cast<Server*>(h->data);
+    // Listeners paused by their accept batch: one accept each re-arms them for the next poll.
+    std::vector<Listener*> paused;
+    paused.swap(s->accept_pending_);
+    for (Listener* l : paused) {
+        l->accept_deferred = false;
+        l->batch_accepted = 1;
+        l->batch_iteration = s->iteration_ + 1;  // counts in the next iteration's batch
+        s->onAccept(*l);
+    }
     while (!s->granted_.empty()) {
         Connection* c = s->granted_.front();
         s->granted_.pop_front();
@@ -679,6 +690,27 @@ void Server::reloadConfig() {
     watchCertificateFiles();
     ++metrics_.config_reloads_ok;
     log_.info("configuration reloaded", {{"listeners", uint64_t(listeners_.size())}});
+}
+
+void Server::onListenerReadable(Listener& l) {
+    if (l.batch_iteration != iteration_) {
+        l.batch_iteration = iteration_;
+        l.batch_accepted = 0;
+    }
+    if (l.accept_deferred) return;
+    if (l.batch_accepted >= kAcceptBatch) {
+        // Not accepting stops libuv watching the socket until the next uv_accept.
+        l.accept_deferred = true;
+        accept_pending_.push_back(&l);
+        updateLoopIdle();
+        return;
+    }
+    ++l.batch_accepted;
+    onAccept(l);
+}
+
+void Server::forgetListener(Listener* l) {
+    if (std::erase(accept_pending_, l) != 0) updateLoopIdle();
 }
 
 void Server::onAccept(Listener& l) {

@@ -48,6 +48,11 @@ public:
     std::shared_ptr<const ListenerRuntime> runtime;
     Server& server;
     uv_tcp_t handle;
+    // Accept pacing: connections accepted in the current loop iteration, and whether the rest
+    // wait for the check phase (Server::kAcceptBatch).
+    uint64_t batch_iteration = 0;
+    uint32_t batch_accepted = 0;
+    bool accept_deferred = false;
 
 private:
     bool inited_ = false;
@@ -88,6 +93,12 @@ public:
     void reloadCertificates(const char* why, bool force);
 
     void onAccept(Listener& l);
+    // Accepts at most kAcceptBatch connections per listener per loop iteration; the rest wait
+    // in the kernel's backlog until after the poll phase, so that a flood of new clients cannot
+    // keep established connections from being served.
+    static constexpr uint32_t kAcceptBatch = 64;
+    void onListenerReadable(Listener& l);
+    void forgetListener(Listener* l);
     void forget(Connection* c);  // called by a connection when it starts closing
 
     // Fairness between handshakes and established connections. Client handshakes run while the
@@ -156,6 +167,8 @@ private:
     uv_timer_t refusal_timer_;         // the refusal summary's interval
     std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
     uint64_t batch_started_ns_ = 0;  // when this iteration's I/O callbacks began (0 = not yet)
+    uint64_t iteration_ = 0;         // loop iterations, counted before each poll
+    std::vector<Listener*> accept_pending_;  // listeners with connections left for the check phase
     bool ready_ = false;
     bool handles_inited_ = false;
     bool draining_ = false;

@@ -1011,7 +1011,7 @@ void Codec::answerRefused() {
     while (!closing_ && pending_count_ > 0 && front().refused.status != 0 &&
            !response_final_started_) {
         Pending& f = front();
-        const bool close = f.close_after || draining_;
+        const bool close = f.close_after || draining_ || f.refused.close;
         emitLocal(f.refused.status, f.exchange, f.head_request, !close, f.refused.retry_after);
         last_completed_seq_ = f.seq;
         popPending();

@@ -55,6 +55,8 @@ struct Admission {
     // Not decided yet: the request (and every byte after its head) waits until core calls
     // Codec::admit with the decision.
     bool defer = false;
+    // Refused, and the connection ends after this answer (Connection: close).
+    bool close = false;
 };
 
 // Implemented by core. Called synchronously from inside Codec calls; must not call back into

@@ -449,12 +449,51 @@ def test_a_flood_of_refusals_logs_one_summary_line(proxies, workdir, web, cert):
     p, port = start_http_proxy(proxies, workdir, web.port, cert,
                                limits={"request_rate": "{ rate: 1/m, burst: 1 }"})
     c = Client(port, cert[0])
-    c.send(b"".join(get(f"/flood-{i}") for i in range(60)))
-    statuses = [c.response().status for _ in range(60)]
-    assert statuses == [404] + [429] * 59
+    c.send(b"".join(get(f"/flood-{i}") for i in range(30)))
+    statuses = [c.response().status for _ in range(30)]
+    assert statuses == [404] + [429] * 29
     # One warning per listener and reason per interval (10 s), not one per request.
     line = json.loads(p.log.wait_for("refused by limits", timeout=20))
     assert (line["level"], line["listener"], line["reason"], line["count"]) == \
-        ("warn", "web", "request_rate", 59)
+        ("warn", "web", "request_rate", 29)
     assert p.log.text().count("refused by limits") == 1
     c.close()
+
+
+def test_path_prefix_rules_first_match_wins(proxies, workdir, web, cert):
+    rules = ("\n        - { path_prefix: /api/, rate: 1/m, burst: 1 }"
+             "\n        - { path_prefix: /, rate: 1/m, burst: 2, key: client }")
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, limits={"request_rate": rules})
+    c = Client(port, cert[0])
+    statuses = []
+    for path in ("/api/a", "/api/b", "/x", "/y", "/z", "/api/c"):
+        c.send(get(path))
+        statuses.append(c.response().status)
+    # /api/ has its own bucket of 1; the rest share the second rule's 2.
+    assert statuses == [404, 429, 404, 404, 429, 429]
+    c.close()
+
+
+def test_a_client_that_keeps_hammering_is_closed(proxies, workdir, web, cert):
+    p, port = start_http_proxy(proxies, workdir, web.port, cert,
+                               limits={"request_rate": "{ rate: 1/m, burst: 1 }"})
+    c = Client(port, cert[0])
+    c.send(b"".join(get(f"/h-{i}") for i in range(40)))
+    responses = [c.response() for _ in range(33)]
+    assert [r.status for r in responses] == [404] + [429] * 32
+    assert all(r.header("Connection") is None for r in responses[1:32])
+    # The 32nd refusal in a row ends the connection; nothing after it is answered.
+    assert responses[32].header("Connection") == "close"
+    assert c.closed_after()
+
+
+def test_request_rules_must_share_one_header(workdir, cert):
+    rules = ("\n        - { path_prefix: /a, rate: 1/s, key: header, header: X-A }"
+             "\n        - { rate: 1/s, key: header, header: X-B }")
+    cfg = base_config(tls_listener("web", free_port(), 80, cert, protocol="http",
+                                   extra=f"    limits:\n      request_rate:{rules}"))
+    path = workdir / "bad.yaml"
+    path.write_text(cfg)
+    r = run([str(BIN), "check-config", "-c", str(path)], timeout=30)
+    assert r.returncode == 1
+    assert "every rule of a listener keys by the same header (x-a)" in r.stderr, r.stderr

@@ -70,6 +70,18 @@ TEST_CASE("a refused request is answered with its status and Retry-After, never 
     CHECK(codec.idleBetweenRequests());
 }
 
+TEST_CASE("a refusal that closes ends the connection after its answer", "[admission]") {
+    Gatekeeper g;
+    g.decisions.push_back({.status = 429, .retry_after = 1, .close = true});
+    Codec codec({}, defaultFacts(), g);
+    CHECK(feed(codec, "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n") ==
+          Status::Close);
+    CHECK(g.out.downstream.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+    CHECK(g.out.downstream.find("Connection: close\r\n") != std::string::npos);
+    CHECK(g.out.upstream.empty());
+    CHECK(g.out.events == std::vector<std::string>{"admit? GET /a", "complete /a 429 local"});
+}
+
 TEST_CASE("the admission header's value is passed as the key", "[admission]") {
     Gatekeeper g;
     CodecOptions o;
