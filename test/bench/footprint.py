@@ -45,6 +45,13 @@ def rss_kib(pid):
     return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
 
 
+def anon_kib(pid):
+    """The anonymous part of RSS (heap, stacks): what the process itself holds, as opposed to the
+    binary's pages, which are file-backed and shared with the page cache."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^RssAnon:\s+(\d+) kB", status, re.M).group(1))
+
+
 def settle_rss(pid, max_seconds, window=1.5):
     """RSS (KiB) once it has not moved for `window` seconds, or after max_seconds."""
     deadline = time.monotonic() + max_seconds
@@ -213,6 +220,7 @@ def measure(binary, args, workdir, nginx):
     proxy = Proxy(binary, workdir, nginx.port, cert, key, args.idle)
     try:
         start = settle_rss(proxy.proc.pid, 10)
+        start_anon = anon_kib(proxy.proc.pid)
         try:
             done = burst(proxy.port, args.requests)
         except RuntimeError as e:
@@ -220,6 +228,7 @@ def measure(binary, args, workdir, nginx):
         busy = rss_kib(proxy.proc.pid)
         time.sleep(2.5)  # the proxy gives memory back a second after the last connection closed
         after = settle_rss(proxy.proc.pid, 10)
+        after_anon = anon_kib(proxy.proc.pid)
         base = after
         socks = idle_clients(proxy.port, args.idle)
         try:
@@ -230,7 +239,7 @@ def measure(binary, args, workdir, nginx):
         per_conn = (loaded - base) * KIB / args.idle
     finally:
         proxy.stop()
-    return start, done, busy, after, per_conn
+    return start, done, busy, after, per_conn, start_anon, after_anon
 
 
 def print_memory(bins, args):
@@ -243,16 +252,16 @@ def print_memory(bins, args):
         nginx = Nginx(workdir).start()
         try:
             for name, binary in bins.items():
-                start, done, busy, after, per_conn = measure(binary, args, workdir, nginx)
-                rows.append((name, start, done, busy, after, per_conn))
+                rows.append((name, *measure(binary, args, workdir, nginx)))
         finally:
             nginx.stop()
     print(f"| backends | idle RSS at start (KiB) | RSS at the end of {args.requests} requests (KiB) "
           f"| idle RSS after the burst (KiB) | after - start (KiB) | per idle TLS connection "
-          f"(KiB, N={args.idle}) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, start, done, busy, after, per_conn in rows:
-        print(f"| {name} | {start} | {busy} | {after} | {after - start:+d} | {per_conn / KIB:.1f} |")
+          f"(KiB, N={args.idle}) | anonymous at start / after the burst (KiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, start, done, busy, after, per_conn, start_anon, after_anon in rows:
+        print(f"| {name} | {start} | {busy} | {after} | {after - start:+d} | {per_conn / KIB:.1f} "
+              f"| {start_anon} / {after_anon} |")
 
 
 def main():
