@@ -174,6 +174,7 @@ void crossCheck(Reader& reader, const Config& config, const Positions& positions
 }
 
 void checkCertificates(Reader& reader, const Positions& positions, const Validators& validators) {
+    std::vector<std::string> badCas;  // reported once, at the CA setting, not again for its CRL
     for (const auto& check : positions.certificates) {
         std::optional<std::string> problem;
         try {
@@ -186,6 +187,20 @@ void checkCertificates(Reader& reader, const Positions& positions, const Validat
             problem = e.what();
         } catch (...) {
             problem = "the certificate check failed";
+        }
+        if (problem && !check.pair) badCas.push_back(check.file);
+        if (problem) reader.error(check.mark, check.path, *problem);
+    }
+    for (const auto& check : positions.crls) {
+        if (!validators.crl) break;
+        if (std::find(badCas.begin(), badCas.end(), check.ca) != badCas.end()) continue;
+        std::optional<std::string> problem;
+        try {
+            problem = validators.crl(check.file, check.ca);
+        } catch (const std::exception& e) {
+            problem = e.what();
+        } catch (...) {
+            problem = "the CRL check failed";
         }
         if (problem) reader.error(check.mark, check.path, *problem);
     }

@@ -27,11 +27,14 @@ struct Error {
     std::string toString() const;
 };
 
-// host:port as written; host is an IP literal (IPv6 without brackets) or "localhost".
+// host:port as written; host is an IP literal (IPv6 without brackets) or "localhost", and for an
+// upstream also a DNS name, resolved at run time.
 struct SocketAddress {
     std::string host;
     uint16_t port = 0;
     bool ipv6() const { return host.find(':') != std::string::npos; }
+    // A DNS name rather than an IP literal or "localhost".
+    bool isName() const;
     std::string toString() const;  // "1.2.3.4:80", "[::1]:80"
 };
 
@@ -63,14 +66,26 @@ struct SessionTickets {
     Duration rotate = std::chrono::hours(1);  // ticket key lifetime
 };
 
+// Cipher suites, groups and the key log of one side's TLS. An empty list means the defaults;
+// a list narrows or reorders them, it cannot add anything weaker.
+struct TlsPolicy {
+    std::vector<std::string> cipher_suites;        // TLS 1.2, e.g. ECDHE-ECDSA-AES128-GCM-SHA256
+    std::vector<std::string> tls13_cipher_suites;  // e.g. TLS_AES_128_GCM_SHA256
+    std::vector<std::string> groups;               // key exchange groups, e.g. x25519, secp256r1
+    std::string key_log;  // NSS key log file (SSLKEYLOGFILE format) for debugging; empty = off
+};
+
 // TLS on the accepting side of a listener (termination).
 struct ServerTls {
     CertKeyPair pair;                         // default certificate
     std::string min_version = "1.2";          // "1.2" | "1.3"
+    std::string max_version = "1.3";          // "1.2" | "1.3", at least min_version
+    TlsPolicy policy;
     std::vector<std::string> alpn;            // empty = derived from protocol
     std::vector<SniEntry> sni;                // extra certificates chosen by server name
     ClientAuth client_auth = ClientAuth::None;
     std::string client_ca;                    // PEM bundle, required unless client_auth none
+    std::string client_crl;                   // CRLs of client_ca's CAs (PEM or DER); empty = none
     AllowList allow;                          // empty = any verified client
     SessionTickets session_tickets;
 };
@@ -82,7 +97,9 @@ struct UpstreamTls {
     std::string certificate;  // optional client certificate (mTLS to the remote)
     std::string private_key;
     std::string min_version = "1.2";
+    std::string max_version = "1.3";
     std::vector<std::string> alpn;
+    TlsPolicy policy;
 };
 
 struct Upstream {
@@ -202,6 +219,16 @@ struct Log {
     uint64_t queue_bytes = 1024 * 1024;
 };
 
+// Name resolution for upstream addresses that are DNS names. Record TTLs are clamped to
+// [min_ttl, max_ttl]; an address whose connect failed is tried last for failure_backoff.
+struct Dns {
+    std::string resolv_conf = "/etc/resolv.conf";  // nameservers, search, ndots, timeout, attempts
+    std::string hosts = "/etc/hosts";              // consulted before DNS
+    Duration min_ttl = std::chrono::seconds(5);
+    Duration max_ttl = std::chrono::minutes(5);
+    Duration failure_backoff = std::chrono::seconds(5);
+};
+
 struct Config {
     std::string source;  // file path, or "<embedded default>"
     std::vector<Listener> listeners;
@@ -211,6 +238,7 @@ struct Config {
     Duration drain_timeout = std::chrono::seconds(20);
     Duration cert_poll_interval = Duration::zero();  // 0 = no polling (file watch + SIGHUP only)
     std::string tls_backend;  // "mbedtls" | "openssl"; empty = the build's default (mbedtls)
+    Dns dns;
 
     const Listener* findListener(const std::string& name) const;
 };
@@ -221,6 +249,9 @@ using PairValidator = std::function<std::optional<std::string>(const std::string
                                                                 const std::string& private_key)>;
 // Checks that a CA bundle file loads.
 using CaValidator = std::function<std::optional<std::string>(const std::string& ca)>;
+// Checks that a CRL file loads and is issued by a CA of the bundle.
+using CrlValidator =
+    std::function<std::optional<std::string>(const std::string& crl, const std::string& ca)>;
 
 // Checks that the named TLS backend ("" = the default) is compiled into this build; called
 // once per load, before the certificate checks, which the caller may then run with that backend.
@@ -229,6 +260,7 @@ using BackendValidator = std::function<std::optional<std::string>(const std::str
 struct Validators {
     PairValidator pair;
     CaValidator ca;
+    CrlValidator crl;
     BackendValidator backend;
 };
 
@@ -245,7 +277,8 @@ LoadResult loadString(const std::string& text, const std::string& name,
 
 // Parses "10s", "250ms", "1m", "2h", "1.5s"; nullopt on error.
 std::optional<Duration> parseDuration(const std::string& text);
-// Parses "host:port", "[v6]:port"; nullopt on error.
-std::optional<SocketAddress> parseSocketAddress(const std::string& text);
+// Parses "host:port", "[v6]:port"; nullopt on error. With allowName the host may also be a DNS
+// name (upstream addresses).
+std::optional<SocketAddress> parseSocketAddress(const std::string& text, bool allowName = false);
 
 }  // namespace sidecar::config

@@ -137,7 +137,7 @@ std::optional<Duration> Reader::duration(const Field& field, bool allowZero) {
     return result;
 }
 
-std::optional<SocketAddress> Reader::address(const Field& field) {
+std::optional<SocketAddress> Reader::address(const Field& field, bool allowName) {
     if (field.value.IsSequence()) {
         // [::1]:80 without quotes reads as a YAML list.
         error(field.valueMark(), field.path,
@@ -148,7 +148,7 @@ std::optional<SocketAddress> Reader::address(const Field& field) {
     if (!scalar(field, "an address such as 0.0.0.0:8080")) return std::nullopt;
     const std::string& value = field.value.Scalar();
     std::string reason;
-    auto result = detail::parseSocketAddress(value, reason);
+    auto result = detail::parseSocketAddress(value, reason, allowName);
     if (!result) {
         error(field.valueMark(), field.path, "invalid address " + quote(value) + ": " + reason);
     }

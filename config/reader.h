@@ -42,7 +42,8 @@ public:
     std::optional<bool> boolean(const Field& field);
     std::optional<uint64_t> integer(const Field& field, uint64_t min, uint64_t max);
     std::optional<Duration> duration(const Field& field, bool allowZero);
-    std::optional<SocketAddress> address(const Field& field);
+    // host:port; with allowName the host may be a DNS name (an upstream).
+    std::optional<SocketAddress> address(const Field& field, bool allowName = false);
     std::optional<uint16_t> port(const Field& field);
 
     template <typename T>

@@ -25,11 +25,126 @@ std::string lowercase(std::string text) {
     return text;
 }
 
-void readMinVersion(Reader& reader, const MapReader& map, std::string& out) {
+// min_version and max_version; the range must hold at least one version.
+void readVersions(Reader& reader, const MapReader& map, std::string& min, std::string& max) {
     if (auto field = map.get("min_version")) {
         if (auto value = reader.choice<std::string>(*field, {{"1.2", "1.2"}, {"1.3", "1.3"}})) {
-            out = *value;
+            min = *value;
         }
+    }
+    if (auto field = map.get("max_version")) {
+        if (auto value = reader.choice<std::string>(*field, {{"1.2", "1.2"}, {"1.3", "1.3"}})) {
+            max = *value;
+            if (max < min) {
+                reader.error(field->valueMark(), field->path,
+                             "max_version " + max + " is below min_version " + min +
+                                 "; no TLS version would be left");
+            }
+        }
+    }
+}
+
+// The names the TLS policy accepts, the same for every backend (the TLS library checks them
+// again, with the same wording, when it builds a context). Each list is the default set in its
+// default order: a policy narrows or reorders it.
+const std::vector<std::string_view> kTls12Suites = {
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+};
+const std::vector<std::string_view> kTls13Suites = {
+    "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"};
+const std::vector<std::string_view> kGroups = {"x25519", "secp256r1", "secp384r1", "secp521r1"};
+
+bool listed(const std::vector<std::string_view>& names, const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+std::string joined(const std::vector<std::string_view>& names) {
+    std::string out;
+    for (std::string_view n : names) out += (out.empty() ? "" : ", ") + std::string(n);
+    return out;
+}
+
+// Why `name` is not accepted in `key`, with a hint for a near miss: a suite of the other TLS
+// version, the IANA spelling of a TLS 1.2 suite, another spelling of a group.
+std::string unknownPolicyName(const std::string& key, const std::string& name) {
+    const bool groups = key == "groups";
+    const bool tls13 = key == "tls13_cipher_suites";
+    const auto& names = groups ? kGroups : tls13 ? kTls13Suites : kTls12Suites;
+    const char* kind = groups  ? "key exchange group"
+                       : tls13 ? "TLS 1.3 cipher suite"
+                               : "TLS 1.2 cipher suite";
+    std::string hint;
+    if (!groups && !tls13 && listed(kTls13Suites, name)) {
+        hint = "; TLS 1.3 suites go in tls13_cipher_suites";
+    } else if (tls13 && listed(kTls12Suites, name)) {
+        hint = "; TLS 1.2 suites go in cipher_suites";
+    } else if (!groups && !tls13) {
+        static const std::pair<std::string_view, std::string_view> iana[] = {
+            {"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"},
+            {"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"},
+            {"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"},
+            {"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "ECDHE-RSA-AES256-GCM-SHA384"},
+            {"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"},
+            {"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-RSA-CHACHA20-POLY1305"},
+        };
+        for (const auto& [long_name, short_name] : iana)
+            if (name == long_name) hint = "; write it as " + std::string(short_name);
+    } else if (groups) {
+        const std::string lower = lowercase(name);
+        if (listed(kGroups, lower)) hint = "; write it as " + lower;
+        if (lower == "p-256" || lower == "prime256v1") hint = "; write it as secp256r1";
+        if (lower == "p-384") hint = "; write it as secp384r1";
+        if (lower == "p-521") hint = "; write it as secp521r1";
+    }
+    return quote(name) + " is not a supported " + kind + " (supported: " + joined(names) + ")" +
+           hint;
+}
+
+void readPolicyList(Reader& reader, const MapReader& map, const char* key,
+                    std::vector<std::string>& out) {
+    auto field = map.get(key);
+    if (!field) return;
+    std::vector<Field> items;
+    auto values = reader.textList(*field, &items);
+    if (!values) return;
+    const auto& names = std::string_view(key) == "groups"                ? kGroups
+                        : std::string_view(key) == "tls13_cipher_suites" ? kTls13Suites
+                                                                         : kTls12Suites;
+    bool ok = true;
+    for (size_t i = 0; i < values->size(); ++i) {
+        if (!listed(names, (*values)[i])) {
+            reader.error(items[i].valueMark(), items[i].path, unknownPolicyName(key, (*values)[i]));
+            ok = false;
+        }
+    }
+    if (ok && values->empty()) {
+        reader.error(field->valueMark(), field->path,
+                     "list at least one name, or leave the setting out for the defaults (" +
+                         joined(names) + ")");
+        ok = false;
+    }
+    if (ok) out = std::move(*values);
+}
+
+// cipher_suites, tls13_cipher_suites, groups and key_log; a suite list for a TLS version that the
+// version range leaves out would silently do nothing, so it is an error.
+void readPolicy(Reader& reader, const MapReader& map, const std::string& min,
+                const std::string& max, TlsPolicy& policy) {
+    readPolicyList(reader, map, "cipher_suites", policy.cipher_suites);
+    readPolicyList(reader, map, "tls13_cipher_suites", policy.tls13_cipher_suites);
+    readPolicyList(reader, map, "groups", policy.groups);
+    if (auto field = map.get("cipher_suites"); field && min == "1.3") {
+        reader.error(field->keyMark, field->path,
+                     "cipher_suites are TLS 1.2 suites, and min_version 1.3 turns TLS 1.2 off");
+    }
+    if (auto field = map.get("tls13_cipher_suites"); field && max == "1.2") {
+        reader.error(field->keyMark, field->path,
+                     "tls13_cipher_suites has no effect with max_version 1.2 (TLS 1.3 is off)");
+    }
+    if (auto field = map.get("key_log")) {
+        if (auto value = reader.text(*field)) policy.key_log = *value;
     }
 }
 
@@ -126,12 +241,14 @@ void readAllow(Reader& reader, const Field& field, AllowList& allow) {
 
 std::optional<ServerTls> readServerTls(Reader& reader, const Field& field, Positions& positions) {
     MapReader map(reader, field,
-                  {"certificate", "private_key", "min_version", "alpn", "sni", "client_auth",
-                   "client_ca", "allow", "session_tickets"});
+                  {"certificate", "private_key", "min_version", "max_version", "alpn", "sni",
+                   "client_auth", "client_ca", "client_crl", "allow", "session_tickets",
+                   "cipher_suites", "tls13_cipher_suites", "groups", "key_log"});
     if (!map.isMap()) return std::nullopt;
     ServerTls tls;
     readPair(reader, map, tls.pair, positions);
-    readMinVersion(reader, map, tls.min_version);
+    readVersions(reader, map, tls.min_version, tls.max_version);
+    readPolicy(reader, map, tls.min_version, tls.max_version, tls.policy);
     readAlpn(reader, map, tls.alpn);
     if (auto sni = map.get("sni")) readSni(reader, *sni, tls, positions);
 
@@ -153,6 +270,21 @@ std::optional<ServerTls> readServerTls(Reader& reader, const Field& field, Posit
                      "client_auth " + clientAuthField->value.Scalar() +
                          " needs client_ca, the CA bundle that client certificates are verified "
                          "against");
+    }
+    if (auto crlField = map.get("client_crl")) {
+        if (auto crl = reader.text(*crlField)) {
+            if (tls.client_auth == ClientAuth::None || tls.client_ca.empty()) {
+                // An unreadable client_auth or client_ca has been reported already.
+                if ((clientAuth || !clientAuthField) && (!clientCaField || !tls.client_ca.empty()))
+                    reader.error(crlField->keyMark, crlField->path,
+                                 "client_crl needs client_auth optional or required and client_ca: "
+                                 "without client certificates nothing is checked against it");
+            } else {
+                tls.client_crl = *crl;
+                positions.crls.push_back(
+                    {crlField->path, *crl, tls.client_ca, crlField->keyMark});
+            }
+        }
     }
     if (auto allowField = map.get("allow")) {
         readAllow(reader, *allowField, tls.allow);
@@ -179,7 +311,9 @@ std::optional<ServerTls> readServerTls(Reader& reader, const Field& field, Posit
 std::optional<UpstreamTls> readUpstreamTls(Reader& reader, const Field& field,
                                            Positions& positions) {
     MapReader map(reader, field,
-                  {"ca", "server_name", "certificate", "private_key", "min_version", "alpn"});
+                  {"ca", "server_name", "certificate", "private_key", "min_version",
+                   "max_version", "alpn", "cipher_suites", "tls13_cipher_suites", "groups",
+                   "key_log"});
     if (!map.isMap()) return std::nullopt;
     UpstreamTls tls;
     if (auto ca = map.get("ca")) {
@@ -214,7 +348,8 @@ std::optional<UpstreamTls> readUpstreamTls(Reader& reader, const Field& field,
         positions.certificates.push_back(
             {true, certificateField->path, *certificate, *key, certificateField->keyMark});
     }
-    readMinVersion(reader, map, tls.min_version);
+    readVersions(reader, map, tls.min_version, tls.max_version);
+    readPolicy(reader, map, tls.min_version, tls.max_version, tls.policy);
     readAlpn(reader, map, tls.alpn);
     return tls;
 }
@@ -223,7 +358,7 @@ void readUpstream(Reader& reader, const Field& field, Protocol protocol, Upstrea
                   Mark& addressMark, Positions& positions) {
     MapReader map(reader, field, {"address", "connect_timeout", "http2", "proxy_protocol", "tls"});
     if (auto address = map.require("address")) {
-        if (auto value = reader.address(*address)) {
+        if (auto value = reader.address(*address, true)) {
             upstream.address = *value;
             addressMark = address->valueMark();
         }
@@ -671,6 +806,44 @@ void readLog(Reader& reader, const Field& field, Log& log) {
     }
 }
 
+// Bounds that keep a resolver from querying in a tight loop or holding a record for days.
+constexpr Duration kMinTtlFloor{100};
+constexpr Duration kMaxTtlCeiling = std::chrono::hours(24);
+
+void readDns(Reader& reader, const Field& field, Dns& dns) {
+    MapReader map(reader, field, {"resolv_conf", "hosts", "min_ttl", "max_ttl", "failure_backoff"});
+    if (auto path = map.get("resolv_conf")) {
+        if (auto value = reader.text(*path)) dns.resolv_conf = *value;
+    }
+    if (auto path = map.get("hosts")) {
+        if (auto value = reader.text(*path)) dns.hosts = *value;
+    }
+    auto bounded = [&](const char* key, Duration low, Duration high, Duration& out) {
+        auto entry = map.get(key);
+        if (!entry) return std::optional<Field>();
+        auto value = reader.duration(*entry, false);
+        if (!value) return std::optional<Field>();
+        if (*value < low || *value > high) {
+            reader.error(entry->valueMark(), entry->path,
+                         "must be from " + std::to_string(low.count()) + "ms to " +
+                             std::to_string(std::chrono::duration_cast<std::chrono::hours>(high)
+                                                .count()) +
+                             "h");
+            return std::optional<Field>();
+        }
+        out = *value;
+        return entry;
+    };
+    bounded("min_ttl", kMinTtlFloor, kMaxTtlCeiling, dns.min_ttl);
+    auto max = bounded("max_ttl", kMinTtlFloor, kMaxTtlCeiling, dns.max_ttl);
+    bounded("failure_backoff", kMinTtlFloor, kMaxTtlCeiling, dns.failure_backoff);
+    if (dns.min_ttl > dns.max_ttl) {
+        const Field& at = max ? *max : field;
+        reader.error(max ? at.valueMark() : map.mark(), max ? at.path : map.path(),
+                     "max_ttl is below min_ttl");
+    }
+}
+
 }  // namespace
 
 void readConfig(Reader& reader, const YAML::Node& root, Config& config, Positions& positions) {
@@ -690,7 +863,7 @@ void readConfig(Reader& reader, const YAML::Node& root, Config& config, Position
     }
     MapReader top(reader, Field{root, "", rootMark},
                   {"listeners", "admin", "redirect", "log", "drain_timeout", "cert_poll_interval",
-                   "tls_backend"});
+                   "tls_backend", "dns"});
     if (auto listeners = top.require("listeners")) {
         if (auto items = reader.list(*listeners)) {
             if (items->empty()) {
@@ -711,6 +884,7 @@ void readConfig(Reader& reader, const YAML::Node& root, Config& config, Position
     if (auto poll = top.get("cert_poll_interval")) {
         if (auto value = reader.duration(*poll, true)) config.cert_poll_interval = *value;
     }
+    if (auto dns = top.get("dns")) readDns(reader, *dns, config.dns);
     if (auto backend = top.get("tls_backend")) {
         if (auto value = reader.choice<std::string>(
                 *backend, {{"mbedtls", "mbedtls"}, {"openssl", "openssl"}})) {

@@ -32,6 +32,13 @@ struct Positions {
         std::string privateKey;  // key file, for a pair
         Mark mark;
     };
+    // A client CRL file, checked against its listener's CA bundle.
+    struct CrlCheck {
+        std::string path;  // "listeners[0].tls.client_crl"
+        std::string file;
+        std::string ca;
+        Mark mark;
+    };
 
     std::vector<ListenerPositions> listeners;
     Mark adminListen;  // line 0 when admin.listen is the default or invalid
@@ -40,6 +47,7 @@ struct Positions {
     std::vector<InboundPositions> inbound;
     std::vector<Mark> excludePorts;
     std::vector<CertificateCheck> certificates;
+    std::vector<CrlCheck> crls;
 };
 
 void readConfig(Reader& reader, const YAML::Node& root, Config& config, Positions& positions);

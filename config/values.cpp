@@ -27,10 +27,12 @@ std::optional<Duration> parseDuration(const std::string& text) {
     return detail::parseDuration(text, reason);
 }
 
-std::optional<SocketAddress> parseSocketAddress(const std::string& text) {
+std::optional<SocketAddress> parseSocketAddress(const std::string& text, bool allowName) {
     std::string reason;
-    return detail::parseSocketAddress(text, reason);
+    return detail::parseSocketAddress(text, reason, allowName);
 }
+
+bool SocketAddress::isName() const { return host != "localhost" && !detail::parseIp(host); }
 
 namespace detail {
 namespace {
@@ -83,6 +85,14 @@ std::string formatIp(const IpAddress& ip) {
     char buffer[INET6_ADDRSTRLEN] = {};
     inet_ntop(ip.family == 4 ? AF_INET : AF_INET6, ip.bytes.data(), buffer, sizeof buffer);
     return buffer;
+}
+
+// A DNS name to resolve, optionally fully qualified ("db.example.com."). Dotted digits are a
+// mistyped IPv4 address, not a name.
+bool isHostName(std::string_view host) {
+    if (host.ends_with('.')) host.remove_suffix(1);
+    if (!isDnsName(host, false)) return false;
+    return !std::all_of(host.begin(), host.end(), [](char c) { return isDigit(c) || c == '.'; });
 }
 
 std::optional<uint16_t> parsePort(std::string_view text, std::string& reason) {
@@ -264,7 +274,8 @@ std::optional<Duration> parseDuration(std::string_view text, std::string& reason
     return Duration(total);
 }
 
-std::optional<SocketAddress> parseSocketAddress(std::string_view text, std::string& reason) {
+std::optional<SocketAddress> parseSocketAddress(std::string_view text, std::string& reason,
+                                                bool allowName) {
     reason.clear();
     if (text.empty()) {
         reason = "the address is empty";
@@ -306,9 +317,11 @@ std::optional<SocketAddress> parseSocketAddress(std::string_view text, std::stri
             reason = "the host is missing (0.0.0.0 means every IPv4 address)";
             return std::nullopt;
         }
-        if (host != "localhost" && !parseIpv4(host)) {
+        if (host != "localhost" && !parseIpv4(host) && !(allowName && isHostName(host))) {
             reason = "the host " + quote(host) +
-                     " is not an IP address or localhost (host names are not resolved)";
+                     (allowName ? " is not an IP address, localhost or a DNS name"
+                                : " is not an IP address or localhost (host names are not "
+                                  "resolved)");
             return std::nullopt;
         }
         address.host = std::string(host);

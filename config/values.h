@@ -28,7 +28,8 @@ std::string quote(std::string_view text);
 
 // parseDuration / parseSocketAddress with the reason for a rejection.
 std::optional<Duration> parseDuration(std::string_view text, std::string& reason);
-std::optional<SocketAddress> parseSocketAddress(std::string_view text, std::string& reason);
+std::optional<SocketAddress> parseSocketAddress(std::string_view text, std::string& reason,
+                                                bool allowName = false);
 
 // One or more decimal digits and nothing else.
 bool allDigits(std::string_view text);

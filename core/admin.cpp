@@ -69,7 +69,9 @@ struct AdminConnection {
         if (path == "/readyz") {
             if (!get) return respond(405, "Method Not Allowed", "text/plain", "use GET\n");
             if (h.ready && h.ready()) return respond(200, "OK", "text/plain", "ready\n");
-            return respond(503, "Service Unavailable", "text/plain", "not ready\n");
+            std::string why = h.not_ready_reason ? h.not_ready_reason() : "";
+            return respond(503, "Service Unavailable", "text/plain",
+                           "not ready" + (why.empty() ? "" : ": " + why) + "\n");
         }
         if (path == "/metrics") {
             if (!get) return respond(405, "Method Not Allowed", "text/plain", "use GET\n");

@@ -1,7 +1,8 @@
 #pragma once
 // The admin endpoint: a small plain-HTTP listener for probes and metrics.
 //   GET /healthz   200 while the process runs
-//   GET /readyz    200 once every listener is bound with its certificates loaded; 503 while draining
+//   GET /readyz    200 once every listener is bound with its certificates loaded and every upstream
+//                  name resolved; 503 with the reason otherwise (starting, draining, a name)
 //   GET /metrics   Prometheus text exposition format
 //   POST /shutdown starts a drain; the process exits when it is done
 // Each request is answered and the connection closed; requests are small and never forwarded.
@@ -21,6 +22,7 @@ class AdminServer {
 public:
     struct Hooks {
         std::function<bool()> ready;
+        std::function<std::string()> not_ready_reason;  // the 503 body of /readyz
         std::function<std::string()> metrics;
         std::function<void()> shutdown;
     };

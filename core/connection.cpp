@@ -71,6 +71,7 @@ void Connection::start() {
     ++stats_.accepted;
     uv_tcp_nodelay(&sides_[kDown].tcp, 1);
     started_ms_ = uv_now(server_.loop());
+    accepted_ns_ = uv_hrtime();
     touch();
     if (rt_->server_tls) {
         // The TLS session is allocated when the first byte shows a ClientHello.
@@ -212,10 +213,16 @@ void Connection::expire() {
                 return;
             }
             ++stats_.handshake_timeouts;
+            ++stats_.handshake_failures[size_t(HandshakeFailure::Timeout)];
             server_.log().info("TLS handshake timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
             close("handshake timeout");
             return;
         case State::Connecting:
+            if (sides_[kUp].closing) return;  // the next address is about to be tried
+            if (!sides_[kUp].connected) {
+                upstreamAddressFailed(0);
+                return;
+            }
             ++stats_.upstream_connect_timeouts;
             server_.log().warn("upstream connect timeout",
                                {{"listener", cfg.name},
@@ -243,6 +250,7 @@ void Connection::expire() {
             releaseSlot();
             ++stats_.requests_overloaded;
             server_.noteRefusal(cfg.name, "upstream_queue_timeout");
+            local_reason_ = "upstream_queue_timeout";
             const uint32_t retry = retryAfterSeconds(uint64_t(rt_->limiter->upstreamCap().queue_timeout.count()));
             batching_ = true;
             http::Status st = codec_->admit({503, retry});
@@ -312,7 +320,10 @@ void Connection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf)
 void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
     Side& s = sides_[id];
     touch();
-    if (id == kDown) stats_.bytes_in += n;
+    if (id == kDown) {
+        stats_.bytes_in += n;
+        bytes_in_ += n;
+    }
     if (state_ == State::Flushing) return;  // closing: what the client still sends is read and dropped
     if (id == kDown && state_ == State::FirstByte && !checkFirstByte(data[0])) return;
     if (!s.tls) {
@@ -354,7 +365,9 @@ bool Connection::checkFirstByte(uint8_t byte) {
         return true;
     }
     ++stats_.handshakes_failed;
-    if (byte >= 'A' && byte <= 'Z') {
+    const bool http = byte >= 'A' && byte <= 'Z';
+    ++stats_.handshake_failures[size_t(http ? HandshakeFailure::PlainHttp : HandshakeFailure::NotTls)];
+    if (http) {
         answerPlainHttp();
         return false;
     }
@@ -390,6 +403,7 @@ void Connection::driveHandshake(SideId id) {
         case tls::Result::Error:
             if (id == kDown) {
                 ++stats_.handshakes_failed;
+                ++stats_.handshake_failures[size_t(classifyHandshakeFailure(s.tls->error()))];
                 server_.log().info("TLS handshake failed", {{"listener", rt_->cfg.name},
                                                             {"client", peer_ip_},
                                                             {"error", s.tls->error()}});
@@ -415,7 +429,7 @@ void Connection::onHandshakeDone(SideId id) {
     int v = versionIndex(info.version);
     ++stats_.handshakes_ok[v];
     if (info.resumed) ++stats_.handshakes_resumed[v];
-    stats_.handshake_seconds.observe(double(uv_now(server_.loop()) - started_ms_) / 1000.0);
+    stats_.handshake_seconds.observe(secondsSince(accepted_ns_));
     server_.log().debug("TLS handshake done", {{"listener", rt_->cfg.name},
                                                {"client", peer_ip_},
                                                {"version", info.version},
@@ -433,6 +447,22 @@ void Connection::onHandshakeDone(SideId id) {
 }
 
 void Connection::connectUpstream() {
+    const UpstreamTarget& target = *rt_->upstream;
+    if (upstream_candidates_.empty()) {
+        // Once per connection: the addresses as resolved now, recently failed ones last.
+        upstream_candidates_ = target.candidates(uv_now(server_.loop()));
+        upstream_attempt_ = 0;
+        if (upstream_candidates_.empty()) {
+            ++stats_.upstream_connect_failures;
+            server_.log().warn("upstream has no address: its name has not resolved",
+                               {{"listener", rt_->cfg.name},
+                                {"upstream", rt_->cfg.upstream.address.toString()},
+                                {"client", peer_ip_},
+                                {"error", target.state.lastError()}});
+            upstreamFailed(503, "upstream name not resolved");
+            return;
+        }
+    }
     Side& u = sides_[kUp];
     int r = uv_tcp_init(server_.loop(), &u.tcp);
     if (r != 0) {
@@ -441,17 +471,14 @@ void Connection::connectUpstream() {
     }
     u.inited = true;
     ++closes_pending_;
+    if (connect_started_ns_ == 0) connect_started_ns_ = uv_hrtime();  // over every address tried
     enter(State::Connecting);
-    r = uv_tcp_connect(&connect_req_, &u.tcp, reinterpret_cast<const sockaddr*>(&rt_->upstream),
+    sockaddr_storage address;
+    toSockaddr(upstream_candidates_[upstream_attempt_], rt_->cfg.upstream.address.port, &address);
+    r = uv_tcp_connect(&connect_req_, &u.tcp, reinterpret_cast<const sockaddr*>(&address),
                        onConnect);
     if (r != 0) {
-        ++stats_.upstream_connect_failures;
-        server_.log().warn("upstream connect failed",
-                           {{"listener", rt_->cfg.name},
-                            {"upstream", rt_->cfg.upstream.address.toString()},
-                            {"client", peer_ip_},
-                            {"error", uv_strerror(r)}});
-        upstreamFailed(502, "upstream connect failed");
+        upstreamAddressFailed(r);
         return;
     }
     // Until the upstream is ready, the client is not read (TLS plaintext stays in the session).
@@ -469,20 +496,59 @@ void Connection::upstreamFailed(int status, const char* reason) {
     close(reason);
 }
 
+// The address being tried is passed over by new connections for dns.failure_backoff, and this
+// connection moves on to the next one, if any, once the failed socket has closed.
+void Connection::upstreamAddressFailed(int status) {
+    const bool timeout = status == 0;
+    const dns::Address& address = upstream_candidates_[upstream_attempt_];
+    rt_->upstream->state.connectFailed(address, uv_now(server_.loop()));
+    if (timeout) {
+        ++stats_.upstream_connect_timeouts;
+    } else {
+        ++stats_.upstream_connect_failures;
+    }
+    const bool next = upstream_attempt_ + 1 < upstream_candidates_.size();
+    server_.log().warn(timeout ? "upstream connect timeout" : "upstream connect failed",
+                       {{"listener", rt_->cfg.name},
+                        {"upstream", rt_->cfg.upstream.address.toString()},
+                        {"address", address.toString()},
+                        {"client", peer_ip_},
+                        {"error", timeout ? "timeout" : uv_strerror(status)},
+                        {"next", next ? "trying the next address" : "none left"}});
+    if (!next) {
+        upstreamFailed(timeout ? 504 : 502,
+                       timeout ? "upstream connect timeout" : "upstream connect failed");
+        return;
+    }
+    ++upstream_attempt_;
+    Side& u = sides_[kUp];
+    u.closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&u.tcp), onUpstreamRetryClosed);
+}
+
+void Connection::onUpstreamRetryClosed(uv_handle_t* h) noexcept {
+    auto* c = static_cast<Connection*>(h->data);
+    Side& u = c->sides_[kUp];
+    u.closing = false;
+    u.inited = false;
+    u.connected = false;
+    u.reading = false;
+    if (--c->closes_pending_ == 0) {
+        delete c;
+        return;
+    }
+    if (c->state_ == State::Connecting) c->connectUpstream();
+}
+
 void Connection::onConnect(uv_connect_t* req, int status) noexcept {
     auto* c = static_cast<Connection*>(req->data);
     // Flushing: the connect timed out and the client is being answered.
     if (status == UV_ECANCELED || c->state_ == State::Closed || c->state_ == State::Flushing) return;
     if (status != 0) {
-        ++c->stats_.upstream_connect_failures;
-        c->server_.log().warn("upstream connect failed",
-                              {{"listener", c->rt_->cfg.name},
-                               {"upstream", c->rt_->cfg.upstream.address.toString()},
-                               {"client", c->peer_ip_},
-                               {"error", uv_strerror(status)}});
-        c->upstreamFailed(502, "upstream connect failed");
+        c->upstreamAddressFailed(status);
         return;
     }
+    c->rt_->upstream->state.connectSucceeded(c->upstream_candidates_[c->upstream_attempt_]);
     Side& u = c->sides_[kUp];
     u.connected = true;
     uv_tcp_nodelay(&u.tcp, 1);
@@ -508,6 +574,7 @@ void Connection::sendProxyHeader(int version) {
 }
 
 void Connection::onUpstreamReady() {
+    stats_.upstream_connect_seconds.observe(secondsSince(connect_started_ns_));
     if (!upstream_hold_.empty()) {
         Bytes held = std::move(upstream_hold_);
         upstream_hold_ = Bytes();
@@ -599,6 +666,7 @@ void Connection::startCodec() {
     o.max_header_bytes = cfg.limits.max_header_bytes;
     o.max_headers = cfg.limits.max_headers;
     o.forwarded = static_cast<http::ForwardedMode>(cfg.http.forwarded);
+    o.log_fields = cfg.http.access_log;
     for (const config::RequestRate& rule : cfg.limits.request_rate) {
         if (rule.key == config::RequestKey::Header) o.admission_header = rule.header;
     }
@@ -661,9 +729,10 @@ http::Admission Connection::admitRequest(const http::Exchange& ex, std::string_v
         ++stats_.requests_rate_limited;
         server_.noteRefusal(rt_->cfg.name, "request_rate");
         // Its local answer completes an exchange like any other: keep the start times in order.
-        request_started_ms_.push_back(now);
+        request_started_ns_.push_back(uv_hrtime());
         // A client that keeps sending regardless is closed after its answer.
         const bool hammering = ++refused_in_a_row_ >= kMaxRefusedInARow;
+        local_reason_ = "rate_limited";
         return {.status = 429, .retry_after = retryAfterSeconds(wait_ms), .close = hammering};
     }
     // One slot per connection with requests in flight: pipelined requests ride on it.
@@ -687,7 +756,8 @@ http::Admission Connection::admitRequest(const http::Exchange& ex, std::string_v
     }
     ++stats_.requests_overloaded;
     server_.noteRefusal(rt_->cfg.name, "upstream_queue_full");
-    request_started_ms_.push_back(now);
+    local_reason_ = "upstream_queue_full";
+    request_started_ns_.push_back(uv_hrtime());
     return {503, retryAfterSeconds(uint64_t(cap.queue_timeout.count()))};
 }
 
@@ -731,42 +801,79 @@ void Connection::refuseBusy() {
 }
 
 void Connection::onRequestHead(const http::Exchange&) {
-    request_started_ms_.push_back(uv_now(server_.loop()));
+    request_started_ns_.push_back(uv_hrtime());
     ++exchanges_;
 }
 
 void Connection::onResponseHead(const http::Exchange&) {
-    response_head_ms_ = uv_now(server_.loop());
+    response_head_ns_ = uv_hrtime();
     touch();
 }
 
 void Connection::onExchangeComplete(const http::Exchange& ex) {
-    uint64_t now = uv_now(server_.loop());
+    const uint64_t now = uv_hrtime();
     uint64_t started = now;
-    if (!request_started_ms_.empty()) {
-        started = request_started_ms_.front();
-        request_started_ms_.erase(request_started_ms_.begin());
+    if (!request_started_ns_.empty()) {
+        started = request_started_ns_.front();
+        request_started_ns_.erase(request_started_ns_.begin());
     }
     ++completed_;
-    ++stats_.http_requests[ex.status >= 100 && ex.status < 600 ? ex.status / 100 : 0];
+    ++stats_.http_requests[ex.status >= 100 && ex.status < 600 ? ex.status : 0];
+    const bool answered = !ex.local && response_head_ns_ >= started;
+    if (answered) stats_.response_head_seconds.observe(double(response_head_ns_ - started) / 1e9);
     if (ex.local) ++stats_.http_local_responses;
-    stats_.request_seconds.observe(double(now - started) / 1000.0);
+    stats_.request_seconds.observe(double(now - started) / 1e9);
+    const char* reason = ex.local ? localReason(ex.status) : "";
+    local_reason_ = nullptr;
     if (!rt_->cfg.http.access_log) return;
     const tls::SessionInfo* info = sides_[kDown].tls ? &sides_[kDown].tls->info() : nullptr;
-    int64_t upstream_ms = ex.local || response_head_ms_ < started ? -1 : int64_t(response_head_ms_ - started);
+    const int64_t upstream_us = answered ? int64_t((response_head_ns_ - started) / 1000) : -1;
     server_.log().access({{"listener", rt_->cfg.name},
                           {"client", peer_ip_},
+                          {"client_port", unsigned(peer_port_)},
+                          {"protocol", ex.version},
                           {"method", ex.method},
+                          {"authority", ex.authority},
                           {"path", ex.target},
                           {"status", ex.status},
                           {"local", ex.local ? "yes" : "no"},
+                          {"reason", reason},
                           {"bytes_in", ex.request_bytes},
                           {"bytes_out", ex.response_bytes},
-                          {"duration_ms", int64_t(now - started)},
-                          {"upstream_ms", upstream_ms},
+                          {"duration_ms", int64_t((now - started) / 1000000)},
+                          {"duration_us", int64_t((now - started) / 1000)},
+                          {"upstream_ms", upstream_us < 0 ? -1 : upstream_us / 1000},
+                          {"user_agent", ex.user_agent},
+                          {"request_id", ex.request_id},
                           {"tls_version", info ? info->version : ""},
                           {"sni", info ? info->sni : ""},
-                          {"alpn", info ? info->alpn : ""}});
+                          {"alpn", info ? info->alpn : ""},
+                          {"peer", info ? peerName(info->peer) : ""}});
+}
+
+// Why the proxy answered a request itself: what core was doing, else what the status says.
+const char* Connection::localReason(int status) const {
+    if (local_reason_) return local_reason_;
+    switch (status) {
+        case 400: return "invalid_request";
+        case 408: return "header_timeout";
+        case 413:
+        case 431: return "request_too_large";
+        case 501: return "not_implemented";
+        case 502: return "upstream_failed";
+        case 504: return "upstream_timeout";
+        case 505: return "http_version";
+        default: return "local";
+    }
+}
+
+// The identity a verified client certificate carries: its first URI SAN (SPIFFE IDs), else its
+// first DNS SAN, else its CN.
+std::string Connection::peerName(const tls::PeerIdentity& peer) {
+    if (!peer.verified) return {};
+    if (!peer.san_uri.empty()) return peer.san_uri.front();
+    if (!peer.san_dns.empty()) return peer.san_dns.front();
+    return peer.cn;
 }
 
 void Connection::send(SideId to, const uint8_t* p, size_t n) {
@@ -821,7 +928,10 @@ void Connection::flushCiphertext(SideId id) {
 // bytes went, or nothing after failing the connection.
 std::optional<size_t> Connection::writeNow(SideId id, const uint8_t* p, size_t n) {
     Side& s = sides_[id];
-    if (id == kDown) stats_.bytes_out += n;
+    if (id == kDown) {
+        stats_.bytes_out += n;
+        bytes_out_ += n;
+    }
     if (s.pending != 0) return 0;
     uv_buf_t b = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(p)), unsigned(n));
     int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&s.tcp), &b, 1);
@@ -904,7 +1014,10 @@ void Connection::onEof(SideId id) {
     s.eof = true;
     updateReading(id);
     if (id == kDown && (state_ == State::FirstByte || s.handshaking)) {
-        if (s.tls) ++stats_.handshakes_failed;
+        if (s.tls) {
+            ++stats_.handshakes_failed;
+            ++stats_.handshake_failures[size_t(HandshakeFailure::PeerClosed)];
+        }
         close("client closed during the TLS handshake");
         return;
     }
@@ -973,6 +1086,7 @@ void Connection::maybeFinish() {
 void Connection::closeAfterFlush(const char* reason) {
     if (state_ == State::Closed || state_ == State::Flushing) return;
     releaseSlot();  // nothing more goes to the app
+    if (!end_reason_) end_reason_ = reason;
     server_.log().debug("closing after flush", {{"reason", reason}});
     // A client that neither reads its answer nor closes gets a few seconds, not forever.
     enter(State::Flushing);
@@ -995,6 +1109,32 @@ void Connection::fail(const char* what, const char* detail) {
     close(what);
 }
 
+// A served connection ends: its duration and how it ended, and in TCP mode (and for a tunnel
+// after an HTTP upgrade) its one access line.
+void Connection::recordEnd() {
+    const double seconds = secondsSince(accepted_ns_);
+    const CloseReason why = classifyClose(end_reason_);
+    stats_.connection_seconds.observe(seconds);
+    ++stats_.closes[size_t(why)];
+    const bool tunnel = codec_ && codec_->tunneling();
+    if ((rt_->cfg.protocol == config::Protocol::Http && !tunnel) || !rt_->cfg.http.access_log) return;
+    const tls::SessionInfo* info =
+        sides_[kDown].tls && !sides_[kDown].handshaking ? &sides_[kDown].tls->info() : nullptr;
+    server_.log().access({{"listener", rt_->cfg.name},
+                          {"kind", tunnel ? "tunnel" : "connection"},
+                          {"client", peer_ip_},
+                          {"client_port", unsigned(peer_port_)},
+                          {"bytes_in", bytes_in_},
+                          {"bytes_out", bytes_out_},
+                          {"duration_ms", int64_t(seconds * 1000)},
+                          {"end", closeReasonName(why)},
+                          {"tls_version", info ? info->version : ""},
+                          {"cipher", info ? info->cipher : ""},
+                          {"sni", info ? info->sni : ""},
+                          {"alpn", info ? info->alpn : ""},
+                          {"peer", info ? peerName(info->peer) : ""}});
+}
+
 void Connection::close(const char* reason) {
     if (state_ == State::Closed) return;
     server_.log().debug("connection closed", {{"listener", rt_->cfg.name},
@@ -1002,6 +1142,8 @@ void Connection::close(const char* reason) {
                                               {"state", stateName(state_)},
                                               {"reason", reason}});
     state_ = State::Closed;
+    if (!end_reason_) end_reason_ = reason;
+    if (accepted_ns_ != 0) recordEnd();
     if (handshake_queued_) {
         server_.cancelHandshake(this);
         handshake_queued_ = false;
@@ -1018,7 +1160,7 @@ void Connection::close(const char* reason) {
     uv_timer_stop(&timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
     for (Side& s : sides_) {
-        if (s.inited) uv_close(reinterpret_cast<uv_handle_t*>(&s.tcp), onClose);
+        if (s.inited && !s.closing) uv_close(reinterpret_cast<uv_handle_t*>(&s.tcp), onClose);
     }
     server_.forget(this);
 }

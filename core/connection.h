@@ -32,6 +32,7 @@
 #include <string>
 
 #include "core/buffer.h"
+#include "core/dns.h"
 #include "http/codec.h"
 #include "tls/backend.h"
 
@@ -104,6 +105,7 @@ private:
         bool eof = false;         // the peer finished sending (FIN or close_notify)
         bool shut = false;        // we finished sending (uv_shutdown issued)
         bool shut_done = false;
+        bool closing = false;     // closed to try the next upstream address; callback pending
         size_t pending = 0;       // bytes queued in uv_write
         std::unique_ptr<tls::Session> tls;
         uv_shutdown_t shutdown_req;
@@ -137,6 +139,9 @@ private:
     void onHandshakeDone(SideId id);
     void connectUpstream();
     void upstreamFailed(int status, const char* reason);
+    // The connect to the current upstream address failed (a libuv status) or timed out (0).
+    void upstreamAddressFailed(int status);
+    static void onUpstreamRetryClosed(uv_handle_t* h) noexcept;
     void onUpstreamReady();
     void sendProxyHeader(int version);
     void pump(SideId id);
@@ -173,6 +178,10 @@ private:
     // After a codec call: sends what it produced per side, then closes or settles.
     void afterCodec(http::Status st);
     void releaseSlot();
+    void recordEnd();
+    const char* localReason(int status) const;
+    static std::string peerName(const tls::PeerIdentity& peer);
+    static double secondsSince(uint64_t ns) { return ns == 0 ? 0 : double(uv_hrtime() - ns) / 1e9; }
 
     Server& server_;
     std::shared_ptr<const ListenerRuntime> rt_;
@@ -191,9 +200,15 @@ private:
     uint64_t exchanges_ = 0;          // request heads forwarded on this connection
     uint64_t completed_ = 0;          // exchanges completed on this connection
     uint64_t entered_completed_ = 0;  // completed_ when the current state was entered
-    // Start times of the requests in flight (pipelining keeps them in order).
-    std::vector<uint64_t> request_started_ms_;
-    uint64_t response_head_ms_ = 0;
+    // Start times (uv_hrtime) of the requests in flight (pipelining keeps them in order).
+    std::vector<uint64_t> request_started_ns_;
+    uint64_t response_head_ns_ = 0;
+    uint64_t accepted_ns_ = 0;         // uv_hrtime at start(); 0: never served
+    uint64_t connect_started_ns_ = 0;  // the upstream connect began
+    uint64_t bytes_in_ = 0;            // from the client, on the wire
+    uint64_t bytes_out_ = 0;           // to the client, on the wire
+    const char* end_reason_ = nullptr;    // why it ends: the first reason given
+    const char* local_reason_ = nullptr;  // why core answers the next local response
     uint64_t started_ms_ = 0;
     uint64_t armed_at_ms_ = 0;  // when the timer fires, loop milliseconds (0 = not armed)
     uint64_t last_activity_ms_ = 0;
@@ -207,6 +222,10 @@ private:
     enum class Slot : uint8_t { None, Waiting, Held } slot_ = Slot::None;
     std::string peer_ip_;
     uint16_t peer_port_ = 0;
+    // The upstream addresses this connection tries, in order (one after another on connect
+    // failure or timeout), and the one being tried.
+    std::vector<dns::Address> upstream_candidates_;
+    size_t upstream_attempt_ = 0;
 };
 
 }  // namespace sidecar::core

@@ -71,6 +71,20 @@ void appendJsonFields(std::string& line, std::initializer_list<Field> fields) {
     }
 }
 
+// key=value for each field, each after a space.
+void appendTextFields(std::string& line, std::initializer_list<Field> fields) {
+    for (const Field& f : fields) {
+        line += ' ';
+        appendJsonEscaped(line, f.key);
+        line += '=';
+        if (f.is_number) {
+            line += std::to_string(f.number);
+        } else {
+            appendTextValue(line, f.text);
+        }
+    }
+}
+
 std::string droppedMessage(uint64_t n) {
     return std::to_string(n) + " log lines dropped: stream was not writable";
 }
@@ -181,16 +195,7 @@ std::string Logger::formatLine(config::LogLevel level, std::string_view msg,
         line += levelName(level);
         line += ' ';
         appendJsonEscaped(line, msg);  // a message is never quoted, but stays on its line
-        for (const Field& f : fields) {
-            line += ' ';
-            appendJsonEscaped(line, f.key);
-            line += '=';
-            if (f.is_number) {
-                line += std::to_string(f.number);
-            } else {
-                appendTextValue(line, f.text);
-            }
-        }
+        appendTextFields(line, fields);
         line += '\n';
     }
     return line;
@@ -205,11 +210,18 @@ void Logger::write(config::LogLevel level, std::string_view msg,
 void Logger::access(std::initializer_list<Field> fields) {
     std::string& line = access_buf_;
     if (line.capacity() == 0) line.reserve(buffer_access_ ? kAccessBufferBytes + 1024 : 256);
-    line += "{\"time\":\"";
-    line += timestampNow();
-    line += "\",\"type\":\"access\"";
-    appendJsonFields(line, fields);
-    line += "}\n";
+    if (format_ == config::LogFormat::Json) {
+        line += "{\"time\":\"";
+        line += timestampNow();
+        line += "\",\"type\":\"access\"";
+        appendJsonFields(line, fields);
+        line += "}\n";
+    } else {
+        line += timestampNow();
+        line += " access";
+        appendTextFields(line, fields);
+        line += '\n';
+    }
     if (!buffer_access_ || line.size() >= kAccessBufferBytes) flushAccess();
 }
 

@@ -56,9 +56,10 @@ public:
     void error(std::string_view msg, std::initializer_list<Field> fields = {}) const {
         write(config::LogLevel::Error, msg, fields);
     }
-    // One access-log record (always JSON, to stdout). Once attached, records collect until
-    // flushAccess() (the server calls it once per event-loop iteration, so a burst of requests
-    // costs one write) or until kAccessBufferBytes have collected; lines are never split.
+    // One access-log record, to stdout in log.format (JSON, or text: "time access key=value...").
+    // Once attached, records collect until flushAccess() (the server calls it once per event-loop
+    // iteration, so a burst of requests costs one write) or until kAccessBufferBytes have
+    // collected; lines are never split.
     void access(std::initializer_list<Field> fields);
     void flushAccess();
     static constexpr size_t kAccessBufferBytes = 16 * 1024;

@@ -92,7 +92,13 @@ std::optional<std::string> Listener::bind() {
             l->server.onListenerReadable(*l);
         });
     }
-    if (r != 0) return "cannot listen on " + runtime->cfg.listen.toString() + ": " + uv_strerror(r);
+    if (r != 0) {
+        std::string error = "cannot listen on " + runtime->cfg.listen.toString() + ": " + uv_strerror(r);
+        if (r == UV_EACCES && runtime->cfg.listen.port < 1024)
+            error += " (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; or listen "
+                     "on a port of 1024 or more)";
+        return error;
+    }
     return std::nullopt;
 }
 
@@ -123,26 +129,32 @@ Server::Server(uv_loop_t* loop, Logger& log, tls::Backend& backend, Metrics& met
               buffers_.release();
               write_reqs_.release();
           }),
+      resolver_(loop, log, metrics),
       validators_(std::move(validators)) {}
 
 Server::~Server() = default;
+
+static tls::Policy tlsPolicy(const config::TlsPolicy& p) {
+    return {p.cipher_suites, p.tls13_cipher_suites, p.groups, p.key_log};
+}
 
 std::shared_ptr<ListenerRuntime> Server::buildRuntime(const config::Listener& l, std::string* error) {
     auto rt = std::make_shared<ListenerRuntime>();
     rt->cfg = l;
     rt->stats = &metrics_.listener(l.name);
+    rt->stats->http = l.protocol == config::Protocol::Http;
     std::unique_ptr<ListenerLimiter>& limiter = limiters_[l.name];
     if (!limiter) limiter = std::make_unique<ListenerLimiter>();
     rt->limiter = limiter.get();
-    if (!resolveAddress(l.upstream.address, &rt->upstream)) {
-        *error = "bad upstream address " + l.upstream.address.toString();
-        return nullptr;
-    }
+    rt->upstream = resolver_.target(l.upstream.address);
     if (l.tls) {
         tls::ServerOptions o;
         o.pair = pairSource(l.tls->pair);
         for (const config::SniEntry& e : l.tls->sni) o.sni.push_back({e.server_names, pairSource(e.pair)});
         o.min_version = l.tls->min_version;
+        o.max_version = l.tls->max_version;
+        o.policy = tlsPolicy(l.tls->policy);
+        o.client_crl_path = l.tls->client_crl;
         o.alpn = serverAlpn(l);
         o.client_auth = static_cast<tls::ClientAuth>(l.tls->client_auth);
         o.client_ca_path = l.tls->client_ca;
@@ -157,10 +169,15 @@ std::shared_ptr<ListenerRuntime> Server::buildRuntime(const config::Listener& l,
         const config::UpstreamTls& u = *l.upstream.tls;
         tls::ClientOptions o;
         o.ca_path = u.ca;
-        o.server_name = u.server_name.empty() ? l.upstream.address.host : u.server_name;
+        // An upstream named by DNS is verified under that name, written without a final dot.
+        std::string host = l.upstream.address.host;
+        if (host.size() > 1 && host.back() == '.') host.pop_back();
+        o.server_name = u.server_name.empty() ? host : u.server_name;
         o.pair.certificate_path = u.certificate;
         o.pair.private_key_path = u.private_key;
         o.min_version = u.min_version;
+        o.max_version = u.max_version;
+        o.policy = tlsPolicy(u.policy);
         o.alpn = u.alpn;
         rt->client_tls = backend_.clientContext(o, error);
         if (!rt->client_tls) return nullptr;
@@ -173,12 +190,14 @@ bool Server::start(const config::Config& cfg) {
     metrics_.start_time = int64_t(time(nullptr));
     // From here on a log reader that stops reading costs dropped lines, never a stalled loop.
     log_.attach(loop_);
+    resolver_.configure(cfg.dns);
     bool ok = true;
     for (const config::Listener& l : cfg.listeners) {
         std::string error;
         std::shared_ptr<ListenerRuntime> rt = buildRuntime(l, &error);
         if (!rt) {
             log_.error("cannot set up listener", {{"listener", l.name}, {"error", error}});
+            if (start_error_.empty()) start_error_ = "listener " + l.name + ": " + error;
             ok = false;
             continue;
         }
@@ -187,20 +206,32 @@ bool Server::start(const config::Config& cfg) {
         auto* listener = new Listener(*this, rt);
         if (auto err = listener->bind()) {
             log_.error("cannot listen", {{"listener", l.name}, {"error", *err}});
+            if (start_error_.empty()) start_error_ = "listener " + l.name + ": " + *err;
             listener->close();
             ok = false;
             continue;
         }
         listeners_.push_back(listener);
+        for (const config::TlsPolicy* p : {l.tls ? &l.tls->policy : nullptr,
+                                           l.upstream.tls ? &l.upstream.tls->policy : nullptr})
+            if (p != nullptr && !p->key_log.empty())
+                log_.warn("TLS KEY LOG IS ON: session secrets are written to a file, and anyone "
+                          "who reads it can decrypt this listener's traffic; for debugging only",
+                          {{"listener", l.name}, {"key_log", p->key_log}});
         log_.info("listening", {{"listener", l.name},
                                 {"address", l.listen.toString()},
                                 {"upstream", l.upstream.address.toString()},
                                 {"tls", l.tls ? "on" : "off"},
                                 {"protocol", l.protocol == config::Protocol::Http ? "http" : "tcp"}});
     }
+    // A name that does not resolve yet leaves the listener up and the proxy not ready.
+    std::vector<std::shared_ptr<UpstreamTarget>> targets;
+    for (Listener* l : listeners_) targets.push_back(l->runtime->upstream);
+    resolver_.adopt(targets, false);
     if (cfg.admin.enabled) {
         AdminServer::Hooks hooks;
         hooks.ready = [this] { return ready(); };
+        hooks.not_ready_reason = [this] { return notReadyReason(); };
         hooks.metrics = [this] {
             metrics_.log_lines_dropped = {log_.droppedAccessLines(), log_.droppedLogLines()};
             return metrics_.render();
@@ -209,6 +240,7 @@ bool Server::start(const config::Config& cfg) {
         admin_ = std::make_unique<AdminServer>(loop_, log_, std::move(hooks));
         if (auto err = admin_->listen(cfg.admin.listen)) {
             log_.error("cannot start the admin endpoint", {{"error", *err}});
+            if (start_error_.empty()) start_error_ = "admin endpoint: " + *err;
             ok = false;
         } else {
             log_.info("admin endpoint listening", {{"address", cfg.admin.listen.toString()}});
@@ -397,6 +429,7 @@ void Server::finishIfDrained() {
 void Server::closeOwnHandles() {
     if (admin_) admin_->close();
     idle_trim_.close();
+    resolver_.close();
     if (!handles_inited_) return;
     handles_inited_ = false;
     log_.detach();
@@ -463,6 +496,7 @@ std::vector<std::string> materialPaths(const config::Listener& l) {
             paths.push_back(e.pair.private_key);
         }
         paths.push_back(l.tls->client_ca);
+        paths.push_back(l.tls->client_crl);
     }
     if (l.upstream.tls) {
         paths.push_back(l.upstream.tls->ca);
@@ -688,8 +722,19 @@ void Server::reloadConfig() {
     fingerprints_ = std::move(fingerprints);
     refreshCertificateGauges();
     watchCertificateFiles();
+    // resolv.conf is read again and every upstream name resolved anew.
+    resolver_.configure(cfg_.dns);
+    std::vector<std::shared_ptr<UpstreamTarget>> targets;
+    for (Listener* l : listeners_) targets.push_back(l->runtime->upstream);
+    resolver_.adopt(targets, true);
     ++metrics_.config_reloads_ok;
     log_.info("configuration reloaded", {{"listeners", uint64_t(listeners_.size())}});
+}
+
+std::string Server::notReadyReason() const {
+    if (draining_) return "draining";
+    if (!ready_) return "starting";
+    return resolver_.notReadyReason();
 }
 
 void Server::onListenerReadable(Listener& l) {

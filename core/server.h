@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/ratelimit.h"
+#include "core/resolver.h"
 #include "tls/backend.h"
 
 namespace sidecar::core {
@@ -33,7 +34,7 @@ struct ListenerRuntime {
     config::Listener cfg;
     std::shared_ptr<tls::Context> server_tls;  // null = plain listener
     std::shared_ptr<tls::Context> client_tls;  // null = plain upstream
-    sockaddr_storage upstream{};
+    std::shared_ptr<UpstreamTarget> upstream;  // its addresses, kept current by the Resolver
     ListenerStats* stats = nullptr;
     ListenerLimiter* limiter = nullptr;  // owned by the Server, kept across reloads
 };
@@ -67,11 +68,16 @@ public:
     // Builds TLS contexts, binds every listener and installs signal handlers. On failure logs
     // why and returns false.
     bool start(const config::Config& cfg);
+    // Why start() failed: the first error it logged.
+    const std::string& startError() const { return start_error_; }
     // Stops accepting, lets open connections finish up to drain_timeout, then stops the loop.
     void beginDrain(const char* why);
     bool draining() const { return draining_; }
-    // Every listener bound with its certificates loaded, and not draining.
-    bool ready() const { return ready_ && !draining_; }
+    // Every listener bound with its certificates loaded, every upstream name resolved, and not
+    // draining.
+    bool ready() const { return ready_ && !draining_ && resolver_.notReadyReason().empty(); }
+    // Why ready() is false, for /readyz.
+    std::string notReadyReason() const;
 
     // Builds the runtime of one listener: TLS contexts and the resolved upstream address.
     std::shared_ptr<ListenerRuntime> buildRuntime(const config::Listener& l, std::string* error);
@@ -153,6 +159,7 @@ private:
     uv_signal_t sig_term_, sig_int_, sig_hup_;
     uv_timer_t drain_timer_;
     std::unique_ptr<AdminServer> admin_;
+    Resolver resolver_;
     config::Validators validators_;
     std::map<std::string, std::string> fingerprints_;  // listener name -> TLS material digest
     std::map<std::string, std::unique_ptr<ListenerLimiter>> limiters_;  // by listener name
@@ -173,6 +180,7 @@ private:
     bool handles_inited_ = false;
     bool draining_ = false;
     bool finished_ = false;
+    std::string start_error_;
 };
 
 // Resolves a config address (IP literal or "localhost") into a sockaddr.

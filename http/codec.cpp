@@ -481,6 +481,12 @@ void Codec::finishRequestHead() {
     Pending& slot = pushPending();
     slot.seq = next_seq_++;
     fillFromRequestLine(slot.exchange);
+    if (options_.log_fields) {
+        slot.exchange.authority = authority_;
+        slot.exchange.user_agent = user_agent_;
+        slot.exchange.request_id = request_id_;
+        slot.exchange.version = parser.http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    }
     slot.exchange.status = 0;
     slot.exchange.request_bytes = request_head_.size();
     slot.exchange.response_bytes = 0;
@@ -531,6 +537,11 @@ int Codec::buildRequestHead() {
     const ForwardedMode mode = options_.forwarded;
     const std::string_view admission = options_.admission_header;
     admission_key_.clear();
+    const bool log_fields = options_.log_fields;
+    if (log_fields) {
+        user_agent_.clear();
+        request_id_.clear();
+    }
     out_.clear();
     out_.append(head.data(), line.size() + 2);
     std::string_view host;
@@ -542,6 +553,13 @@ int Codec::buildRequestHead() {
         bool drop = false;
         if (!admission.empty() && admission_key_.empty() && equalsLower(name, admission)) {
             admission_key_.assign(value);
+        }
+        if (log_fields) {
+            if (name.size() == 10 && equalsLower(name, "user-agent")) {
+                user_agent_.assign(value);
+            } else if (name.size() == 12 && equalsLower(name, "x-request-id")) {
+                request_id_.assign(value);
+            }
         }
         switch (name.size()) {
             case 4:
@@ -581,6 +599,7 @@ int Codec::buildRequestHead() {
     if (transfer_encodings > 1 || !only_chunked) return 501;
 
     if (hosts == 0) host = fallback_host_;
+    if (log_fields) authority_.assign(host);
     switch (mode) {
         case ForwardedMode::XForwarded:
             out_ += inject_;

@@ -184,7 +184,7 @@ int apply(const Options& options, const config::Config& cfg, Runner& runner, std
     PlanResult planned = buildPlan(cfg);
     if (!planned.plan) {
         for (const std::string& error : planned.errors) err << "init-net: " << error << "\n";
-        return kExitUsage;
+        return kExitConfig;
     }
     const RedirectPlan& plan = *planned.plan;
     for (const std::string& warning : plan.warnings)
@@ -275,8 +275,8 @@ int clean(const Options& options, Runner& runner, std::ostream& out, std::ostrea
 }  // namespace
 
 std::string helpText() {
-    return R"(usage: sidecar init-net apply -c FILE [--dry-run]
-       sidecar init-net clean -c FILE [--dry-run]
+    return R"(usage: sidecar init-net apply [FILE | -c FILE] [--dry-run]
+       sidecar init-net clean [FILE | -c FILE] [--dry-run]
 
 Installs or removes the nat rules that send connections for the application's ports to the
 sidecar's listeners, as configured under `redirect:`. Meant for an init container of the Pod;
@@ -290,14 +290,16 @@ needs root or the NET_ADMIN capability (not with --dry-run).
   clean       remove the SIDECAR_INBOUND chain and every jump to it; other rules are untouched;
               harmless when nothing is installed
   --dry-run   print the iptables-restore input, per address family, instead of running it
-  -c FILE     the sidecar config file
+  -c, --config FILE
+              the sidecar config file (wins over a FILE argument); without one,
+              $SIDECAR_CONFIG, else /etc/sidecar/sidecar.yaml
   -h, --help  this text
 
 Rules go to the iptables variant (nft or legacy) that already holds rules, else to the one the
 `iptables` command uses, through `iptables-restore --noflush` (and `ip6tables-restore`).
 
-Exit status: 0 ok, 1 usage or config error, 2 iptables not installed, 3 permission denied
-(run as root / with NET_ADMIN), 4 other iptables failure (its message is printed).
+Exit status: 0 ok, 1 config error, 2 usage error, 3 permission denied (run as root / with
+NET_ADMIN), 4 other iptables failure (its message is printed), 5 iptables not installed.
 )";
 }
 

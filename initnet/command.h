@@ -4,8 +4,8 @@
 //   sidecar init-net apply -c FILE [--dry-run]   install the redirect rules (idempotent)
 //   sidecar init-net clean -c FILE [--dry-run]   remove them
 //
-// Exit codes: 0 ok, 1 usage or config error, 2 iptables binaries missing, 3 permission denied
-// (not root / no NET_ADMIN), 4 any other iptables failure (its stderr is printed).
+// Exit codes: 0 ok, 1 config error, 2 usage error, 3 permission denied (not root / no
+// NET_ADMIN), 4 any other iptables failure (its stderr is printed), 5 iptables binaries missing.
 
 #include <ostream>
 #include <string>

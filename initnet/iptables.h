@@ -10,13 +10,15 @@
 
 namespace sidecar::initnet {
 
-// Exit codes of `sidecar init-net` (documented in the --help text).
+// Exit codes of `sidecar init-net` (documented in the --help text). 0, 1 and 2 mean what they
+// mean for every sidecar command.
 enum ExitCode : int {
     kExitOk = 0,
-    kExitUsage = 1,         // bad arguments or an unusable config
-    kExitMissingTools = 2,  // the iptables binaries are not installed
+    kExitConfig = 1,        // an unusable config
+    kExitUsage = 2,         // bad arguments
     kExitPermission = 3,    // not root / no NET_ADMIN capability
     kExitFailed = 4,        // any other iptables failure
+    kExitMissingTools = 5,  // the iptables binaries are not installed
 };
 
 // What running one program gave.

@@ -59,13 +59,25 @@ struct SniCertificate {
     KeyPairSource pair;
 };
 
+// Cipher suites, groups and the key log, read the same way by every backend (tls/policy.h has the
+// names). An empty list means the default list; a list narrows or reorders it.
+struct Policy {
+    std::vector<std::string> cipher_suites;        // TLS 1.2, e.g. ECDHE-ECDSA-AES128-GCM-SHA256
+    std::vector<std::string> tls13_cipher_suites;  // e.g. TLS_AES_128_GCM_SHA256
+    std::vector<std::string> groups;               // key exchange groups, e.g. x25519, secp256r1
+    std::string key_log_path;  // NSS key log (SSLKEYLOGFILE format), appended to; empty = off
+};
+
 struct ServerOptions {
     KeyPairSource pair;  // served when no SNI entry matches
     std::vector<SniCertificate> sni;
     std::string min_version = "1.2";  // "1.2" | "1.3"
+    std::string max_version = "1.3";
+    Policy policy;
     std::vector<std::string> alpn;    // offered protocols, in preference order
     ClientAuth client_auth = ClientAuth::None;
     std::string client_ca_path;
+    std::string client_crl_path;  // CRLs (PEM or DER) of client_ca's CAs; empty = none
     AllowList allow;
     bool session_tickets = true;
     uint32_t ticket_lifetime_seconds = 3600;  // ticket key rotation period
@@ -78,6 +90,7 @@ struct ClientOptions {
     std::string min_version = "1.2";
     std::string max_version = "1.3";  // "1.2" | "1.3"; for servers that mishandle TLS 1.3
     std::vector<std::string> alpn;
+    Policy policy;
 };
 
 // What a verified (or presented) peer certificate says.
@@ -107,6 +120,28 @@ struct CertificateInfo {
     std::string serial_hex;
     int64_t not_before = 0;  // unix seconds
     int64_t not_after = 0;
+};
+
+// What Backend::issueCertificate makes. Every profile: X.509 v3, ECDSA P-256 with SHA-256, a
+// random 128-bit serial, valid from an hour ago (clock skew) until `days` from now, subject and
+// authority key identifiers.
+enum class CertificateProfile {
+    Server,     // CA:false, digitalSignature, extKeyUsage serverAuth, SANs from `names`
+    Client,     // the same with extKeyUsage clientAuth
+    Authority,  // CA:true with path length 0, keyCertSign and cRLSign, no SAN
+};
+
+struct CertificateRequest {
+    CertificateProfile profile = CertificateProfile::Server;
+    // Subject alternative names: an IP literal becomes an IP address entry, a name with a ':'
+    // (spiffe://trust.example/web) a URI, anything else a DNS name. Ignored for an Authority.
+    std::vector<std::string> names;
+    std::string common_name;  // the subject's CN; empty = names[0]
+    int days = 365;           // 1 to 36500
+    // The issuing CA (made with profile Authority, or any CA whose key matches); both empty =
+    // self-signed.
+    std::string issuer_certificate_pem;
+    std::string issuer_private_key_pem;
 };
 
 class Session {
@@ -158,11 +193,24 @@ public:
     virtual std::optional<std::string> checkKeyPair(const std::string& certificate_path,
                                                     const std::string& private_key_path) = 0;
     virtual std::optional<std::string> checkCaBundle(const std::string& ca_path) = 0;
+    // A CRL file must parse, be signed by a CA of the bundle, and not have expired.
+    virtual std::optional<std::string> checkCrl(const std::string& crl_path,
+                                                const std::string& ca_path) = 0;
 
-    // A self-signed ECDSA P-256 certificate for the given names (the first is the CN), valid
-    // from now for `days`. PEM out.
-    virtual bool selfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
-                            std::string* private_key_pem, std::string* error) = 0;
+    // A new ECDSA P-256 key and a certificate for it, as `request` describes. PEM out. Both
+    // backends make the same profile, so either one's CA can sign for the other.
+    virtual bool issueCertificate(const CertificateRequest& request, std::string* certificate_pem,
+                                  std::string* private_key_pem, std::string* error) = 0;
+
+    // A self-signed server certificate for the given names (the first is the CN), valid from
+    // now for `days`.
+    bool selfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
+                    std::string* private_key_pem, std::string* error) {
+        CertificateRequest request;
+        request.names = hosts;
+        request.days = days;
+        return issueCertificate(request, certificate_pem, private_key_pem, error);
+    }
 };
 
 // Backends are made by name through tls/factory.h.

@@ -89,6 +89,7 @@ GROUPS = [
     (r"libcrypto\.a", "OpenSSL libcrypto"),
     (r"libuv(_a)?\.a", "libuv"),
     (r"libllhttp\.a", "llhttp"),
+    (r"libcares\.a", "c-ares"),
 ]
 OURS = "sidecar's own code (core, tls, http, config, initnet)"
 

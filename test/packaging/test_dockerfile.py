@@ -13,7 +13,7 @@ import pytest
 from conftest import BUILD_STATIC, DOCKERFILE, ROOT, lint_dockerfile, run
 
 BUILD_DEPS = {"build-essential", "cmake", "pkg-config", "libuv1-dev", "libmbedtls-dev", "libssl-dev",
-              "libllhttp-dev", "libyaml-cpp-dev", "catch2"}
+              "libllhttp-dev", "libyaml-cpp-dev", "libc-ares-dev", "catch2"}
 KEY_MATERIAL = ["*.key", "*.pem", "*.crt", "*.p12", "*.pfx", "*tls*", "*cert*", "*secret*"]
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -43,6 +43,8 @@ def stages(text=None):
     found = {}
     current = None
     for word, args in instructions(text if text is not None else DOCKERFILE.read_text()):
+        if word == "ARG" and current is None:
+            continue  # a global build argument, for FROM lines and stages that redeclare it
         if word == "FROM":
             m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", args, re.I)
             assert m, f"every stage is named: FROM {args}"
@@ -93,9 +95,53 @@ def test_linter_rejects_a_broken_dockerfile(node_modules, tmp_path):
 def test_stages():
     s = stages()
     assert list(s) == ["build", "init", "proxy"], "the proxy is last: the default target"
-    assert s["build"]["from"] == "debian:trixie-slim"
-    assert s["init"]["from"] == "debian:trixie-slim"
+    assert re.fullmatch(r"debian:13\.\d+-slim", s["build"]["from"]), "trixie, pinned to a point release"
+    assert s["init"]["from"] == s["build"]["from"]
     assert s["proxy"]["from"] == "scratch"
+
+
+def test_base_images_are_pinned():
+    for name, stage in stages().items():
+        image = stage["from"]
+        if image == "scratch":
+            continue
+        repository, _, tag = image.partition(":")
+        assert tag and tag not in ("latest", "stable", "slim") and re.search(r"\d+\.\d+", tag), \
+            f"{name}: {image} floats"
+
+
+def global_args():
+    return {name: value for name, _, value in
+            (a.partition("=") for w, a in instructions(DOCKERFILE.read_text().split("\nFROM ")[0]) if w == "ARG")}
+
+
+def labels(stage):
+    found = {}
+    for args in steps(stage, "LABEL"):
+        for item in shlex.split(args):
+            key, _, value = item.partition("=")
+            found[key] = value
+    return found
+
+
+@pytest.mark.parametrize("stage,title", [("proxy", "sidecar"), ("init", "sidecar-init")])
+def test_images_carry_oci_labels_with_the_version(stage, title):
+    version = re.search(r"project\(sidecar VERSION ([0-9.]+)", (ROOT / "CMakeLists.txt").read_text()).group(1)
+    assert global_args()["VERSION"] == version, "the label default is the version the binary reports"
+    assert "VERSION" in steps(stage, "ARG"), "a stage sees a global ARG only once it redeclares it"
+    found = labels(stage)
+    assert found["org.opencontainers.image.title"] == title
+    assert found["org.opencontainers.image.version"] == "${VERSION}"
+    assert found["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert found["org.opencontainers.image.description"]
+
+
+def test_license_is_the_apache_license():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert len(re.findall(r"^   \d+\. ", text, re.M)) == 9, "all nine sections"
+    assert "LICENSE" not in (ROOT / ".dockerignore").read_text().split()
 
 
 def test_build_stage_installs_the_dependencies_and_runs_build_static():

@@ -5,10 +5,12 @@ import re
 
 from conftest import run
 
-# mbedTLS only (SIDECAR_BACKENDS=mbedtls scripts/build-static): measured 3,137,864 bytes.
-MBEDTLS_ONLY_BUDGET = 3_200_000
-# Both backends (the default image): measured 7,122,792 bytes.
-BOTH_BUDGET = 7_270_000
+# mbedTLS only (SIDECAR_BACKENDS=mbedtls scripts/build-static): measured 3,137,864 bytes, plus
+# 120,000 for upstream name resolution (c-ares 57,557 bytes, the resolver and its pure half about
+# 45 KB, glibc's service lookups that c-ares links about 10 KB).
+MBEDTLS_ONLY_BUDGET = 3_320_000
+# Both backends (the default image): measured 7,122,792 bytes, plus the same 120,000.
+BOTH_BUDGET = 7_390_000
 
 
 def backends(binary):

@@ -15,6 +15,7 @@ from conftest import (DOCKERFILE, MANIFESTS, ROOT, find, kustomizations, memory_
 BASE = "base"
 CLASSIC = "overlays/classic-sidecar"
 CERT_MANAGER = "overlays/cert-manager"
+PROMETHEUS = "overlays/prometheus"
 CONFIG_PATH = "/etc/sidecar/sidecar.yaml"  # where the images' default commands read the config
 
 
@@ -61,9 +62,10 @@ def dockerfile_json(instruction, stage):
 # ---- building and schema validation ----------------------------------------------------------
 
 def test_the_expected_kustomizations_exist():
-    assert set(kustomizations()) == {BASE, CLASSIC, CERT_MANAGER}
-    component = yaml.safe_load((MANIFESTS / "components/cert-manager/kustomization.yaml").read_text())
-    assert component["kind"] == "Component"
+    assert set(kustomizations()) == {BASE, CLASSIC, CERT_MANAGER, PROMETHEUS}
+    for name in ("cert-manager", "prometheus"):
+        component = yaml.safe_load((MANIFESTS / f"components/{name}/kustomization.yaml").read_text())
+        assert component["kind"] == "Component"
 
 
 @pytest.mark.parametrize("name", kustomizations())
@@ -107,6 +109,10 @@ BAD_OBJECTS = {
         {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "c"},
          "spec": {"secretName": "s", "issuerRef": {"name": "i"}, "dnsName": ["x"]}},
         'unknown field ".spec.dnsName"'),
+    "PodMonitor field misspelt": (
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "m"},
+         "spec": {"selector": {}, "podMetricsEndpoints": [{"port": "admin", "intervl": "30s"}]}},
+        'unknown field ".spec.podMetricsEndpoints[0].intervl"'),
 }
 
 
@@ -370,6 +376,36 @@ def test_cert_manager_overlay_issues_the_mounted_secret():
     find(objects, issuer["kind"], issuer["name"])
     _, base_objects = render(BASE)
     assert len(objects) == len(base_objects) + 2
+
+
+def admin_port(objects):
+    _, config = sidecar_config(objects)
+    return host_port(config["admin"]["listen"])[1]
+
+
+def test_prometheus_annotations_aim_at_the_metrics_endpoint():
+    objects = render(BASE)[1]
+    annotations = find(objects, "Deployment", "nginx")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(admin_port(objects))
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_prometheus_overlay_scrapes_the_admin_port():
+    _, objects = render(PROMETHEUS)
+    _, base_objects = render(BASE)
+    assert len(objects) == len(base_objects) + 2
+    monitor = find(objects, "PodMonitor", "sidecar")
+    labels = find(objects, "Deployment", "nginx")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    ports = {p["name"]: p["containerPort"] for p in container(pod_spec(objects), "proxy")["ports"]}
+    assert ports[endpoint["port"]] == admin_port(objects)
+    policy = find(objects, "NetworkPolicy", "nginx-metrics")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": admin_port(objects)}]
 
 
 # ---- the config itself, checked by the binary ------------------------------------------------

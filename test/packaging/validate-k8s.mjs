@@ -5,7 +5,8 @@
 //
 // Each document is checked by the model class for its apiVersion/kind from kubernetes-models (the
 // OpenAPI schema of the Kubernetes API, compiled into validators) or, for cert-manager.io objects,
-// from @kubernetes-models/cert-manager. That catches wrong types, bad enum values and missing
+// from @kubernetes-models/cert-manager, and for monitoring.coreos.com objects (PodMonitor) from
+// @kubernetes-models/prometheus-operator. That catches wrong types, bad enum values and missing
 // required fields. The OpenAPI schema does not forbid unknown fields, but the API server rejects
 // them (kubectl's default strict field validation), and a misspelt key such as `restartpolicy`
 // would silently turn the native sidecar into an init container that never ends. So every object
@@ -20,6 +21,7 @@ import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import * as kubernetesModels from "kubernetes-models";
 import * as certManagerModels from "@kubernetes-models/cert-manager";
+import * as prometheusOperatorModels from "@kubernetes-models/prometheus-operator";
 
 function collectModels(namespace, models, depth = 0) {
   for (const value of Object.values(namespace)) {
@@ -34,7 +36,10 @@ function collectModels(namespace, models, depth = 0) {
   return models;
 }
 
-const models = collectModels(certManagerModels, collectModels(kubernetesModels, new Map()));
+const models = collectModels(
+  prometheusOperatorModels,
+  collectModels(certManagerModels, collectModels(kubernetesModels, new Map())),
+);
 
 // Wraps `value` so that every key read through it is recorded in `nodes`.
 function track(value, path, nodes) {

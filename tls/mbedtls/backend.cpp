@@ -48,13 +48,23 @@ public:
         return std::nullopt;
     }
 
-    bool selfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
-                    std::string* private_key_pem, std::string* error) override {
+    std::optional<std::string> checkCrl(const std::string& crl_path,
+                                        const std::string& ca_path) override {
+        mbed::Certificates ca;
+        mbed::Crls crl;
+        std::string error;
+        if (!mbed::loadCaBundle(ca_path, &ca, &error) || !mbed::loadCrl(crl_path, ca, &crl, &error))
+            return error;
+        return std::nullopt;
+    }
+
+    bool issueCertificate(const CertificateRequest& request, std::string* certificate_pem,
+                          std::string* private_key_pem, std::string* error) override {
         if (!state_->ok()) {
             *error = "PSA crypto initialisation failed";
             return false;
         }
-        return mbed::makeSelfSigned(hosts, days, certificate_pem, private_key_pem, error);
+        return mbed::issueCertificate(request, certificate_pem, private_key_pem, error);
     }
 
 private:

@@ -1,32 +1,41 @@
 #include "tls/mbedtls/context.h"
 
+#include <mbedtls/ssl_ciphersuites.h>
+
 #include "tls/mbedtls/psa_rng.h"
 #include "tls/mbedtls/session.h"
 
 namespace sidecar::tls::mbed {
 namespace {
 
-// AEAD with forward secrecy only. TLS 1.3: its three standard suites. TLS 1.2: ECDHE with
-// AES-GCM or ChaCha20-Poly1305, for ECDSA and RSA certificates.
-const int kCiphersuites[] = {
-    MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
-    MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
-    MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    0,
-};
+// The suites and groups (and, in TLS 1.2, the curves accepted in ECDSA certificates) come from the
+// shared policy tables in tls/policy.h: mbedTLS takes their IANA code points as they are.
+static_assert(MBEDTLS_TLS1_3_AES_128_GCM_SHA256 == 0x1301 &&
+              MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 == 0xC02B &&
+              MBEDTLS_SSL_IANA_TLS_GROUP_X25519 == 0x001D);
 
-// Key exchange groups, and (TLS 1.2) the curves accepted in ECDSA certificates.
-const uint16_t kGroups[] = {
-    MBEDTLS_SSL_IANA_TLS_GROUP_X25519,    MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
-    MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_SECP521R1,
-    MBEDTLS_SSL_IANA_TLS_GROUP_NONE,
-};
+bool suiteCompiledIn(uint16_t iana) { return mbedtls_ssl_ciphersuite_from_id(iana) != nullptr; }
+
+// The NSS key log labels of the secrets mbedTLS exports.
+const char* keyLogLabel(mbedtls_ssl_key_export_type type) {
+    switch (type) {
+        case MBEDTLS_SSL_KEY_EXPORT_TLS12_MASTER_SECRET:
+            return "CLIENT_RANDOM";
+        case MBEDTLS_SSL_KEY_EXPORT_TLS1_3_CLIENT_EARLY_SECRET:
+            return "CLIENT_EARLY_TRAFFIC_SECRET";
+        case MBEDTLS_SSL_KEY_EXPORT_TLS1_3_EARLY_EXPORTER_SECRET:
+            return "EARLY_EXPORTER_SECRET";
+        case MBEDTLS_SSL_KEY_EXPORT_TLS1_3_CLIENT_HANDSHAKE_TRAFFIC_SECRET:
+            return "CLIENT_HANDSHAKE_TRAFFIC_SECRET";
+        case MBEDTLS_SSL_KEY_EXPORT_TLS1_3_SERVER_HANDSHAKE_TRAFFIC_SECRET:
+            return "SERVER_HANDSHAKE_TRAFFIC_SECRET";
+        case MBEDTLS_SSL_KEY_EXPORT_TLS1_3_CLIENT_APPLICATION_TRAFFIC_SECRET:
+            return "CLIENT_TRAFFIC_SECRET_0";
+        case MBEDTLS_SSL_KEY_EXPORT_TLS1_3_SERVER_APPLICATION_TRAFFIC_SECRET:
+            return "SERVER_TRAFFIC_SECRET_0";
+    }
+    return nullptr;
+}
 
 bool parseVersion(const std::string& text, const char* what, mbedtls_ssl_protocol_version* out,
                   std::string* error) {
@@ -60,7 +69,7 @@ MbedContext::~MbedContext() {
 // Empty versions mean the defaults: TLS 1.2 to 1.3.
 bool MbedContext::setupCommon(int endpoint, const std::string& min_version,
                               const std::string& max_version, const std::vector<std::string>& alpn,
-                              std::string* error) {
+                              const Policy& policy, std::string* error) {
     if (!backend_->ok()) {
         *error = "PSA crypto initialisation failed";
         return false;
@@ -75,6 +84,17 @@ bool MbedContext::setupCommon(int endpoint, const std::string& min_version,
         *error = "min_version " + min_version + " is above max_version " + max_version;
         return false;
     }
+    ResolvedPolicy resolved;
+    if (!resolvePolicy(policy, suiteCompiledIn, &resolved, error)) return false;
+    for (uint16_t id : resolved.tls13_suites) ciphersuites_.push_back(id);
+    for (uint16_t id : resolved.tls12_suites) ciphersuites_.push_back(id);
+    ciphersuites_.push_back(0);
+    groups_ = resolved.groups;
+    groups_.push_back(MBEDTLS_SSL_IANA_TLS_GROUP_NONE);
+    if (!policy.key_log_path.empty()) {
+        key_log_ = KeyLog::open(policy.key_log_path, error);
+        if (!key_log_) return false;
+    }
     int ret = mbedtls_ssl_config_defaults(&conf_, endpoint, MBEDTLS_SSL_TRANSPORT_STREAM,
                                           MBEDTLS_SSL_PRESET_DEFAULT);
     if (ret != 0) {
@@ -83,8 +103,8 @@ bool MbedContext::setupCommon(int endpoint, const std::string& min_version,
     }
     mbedtls_ssl_conf_min_tls_version(&conf_, min);
     mbedtls_ssl_conf_max_tls_version(&conf_, max);
-    mbedtls_ssl_conf_ciphersuites(&conf_, kCiphersuites);
-    mbedtls_ssl_conf_groups(&conf_, kGroups);
+    mbedtls_ssl_conf_ciphersuites(&conf_, ciphersuites_.data());
+    mbedtls_ssl_conf_groups(&conf_, groups_.data());
     mbedtls_ssl_conf_rng(&conf_, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
     // Compiled in, never wanted: a peer's renegotiation request is refused.
     mbedtls_ssl_conf_renegotiation(&conf_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
@@ -129,7 +149,8 @@ std::shared_ptr<MbedContext> MbedContext::makeServer(std::shared_ptr<BackendStat
                                                      const ServerOptions& options,
                                                      std::string* error) {
     std::shared_ptr<MbedContext> ctx(new MbedContext(std::move(backend), true));
-    if (!ctx->setupCommon(MBEDTLS_SSL_IS_SERVER, options.min_version, "", options.alpn, error))
+    if (!ctx->setupCommon(MBEDTLS_SSL_IS_SERVER, options.min_version, options.max_version,
+                          options.alpn, options.policy, error))
         return nullptr;
     mbedtls_ssl_config* conf = &ctx->conf_;
     if (!ctx->addOwnPair(options.pair, error)) return nullptr;
@@ -169,7 +190,12 @@ std::shared_ptr<MbedContext> MbedContext::makeServer(std::shared_ptr<BackendStat
             return nullptr;
         }
         if (!loadCaBundle(options.client_ca_path, &ctx->ca_, error)) return nullptr;
-        mbedtls_ssl_conf_ca_chain(conf, ctx->ca_.get(), nullptr);
+        if (!options.client_crl_path.empty()) {
+            if (!loadCrl(options.client_crl_path, ctx->ca_, &ctx->crl_, error)) return nullptr;
+            ctx->has_crl_ = true;
+        }
+        mbedtls_ssl_conf_ca_chain(conf, ctx->ca_.get(),
+                                  ctx->has_crl_ ? ctx->crl_.get() : nullptr);
         // mbedTLS verifies and reports; the session enforces the policy after the client's
         // Certificate message (so that "required" and "optional" share one path and the
         // alert fits the failure), see MbedSession::checkClientCertificate.
@@ -199,7 +225,7 @@ std::shared_ptr<MbedContext> MbedContext::makeClient(std::shared_ptr<BackendStat
         return nullptr;
     }
     if (!ctx->setupCommon(MBEDTLS_SSL_IS_CLIENT, options.min_version, options.max_version,
-                          options.alpn, error))
+                          options.alpn, options.policy, error))
         return nullptr;
     mbedtls_ssl_config* conf = &ctx->conf_;
     ctx->server_name_ = options.server_name;
@@ -219,6 +245,15 @@ std::shared_ptr<MbedContext> MbedContext::makeClient(std::shared_ptr<BackendStat
     mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
         conf, MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
     return ctx;
+}
+
+void MbedContext::exportKeys(void* p, mbedtls_ssl_key_export_type type,
+                             const unsigned char* secret, size_t secret_len,
+                             const unsigned char client_random[32], const unsigned char*,
+                             mbedtls_tls_prf_types) noexcept {
+    const char* label = keyLogLabel(type);
+    KeyLog* log = static_cast<const MbedContext*>(p)->keyLog();
+    if (label != nullptr && log != nullptr) log->write(label, client_random, secret, secret_len);
 }
 
 std::unique_ptr<Session> MbedContext::newSession() {

@@ -15,6 +15,7 @@
 #include "tls/backend.h"
 #include "tls/mbedtls/tickets.h"
 #include "tls/mbedtls/x509.h"
+#include "tls/policy.h"
 
 namespace sidecar::tls::mbed {
 
@@ -47,6 +48,12 @@ public:
     ClientAuth clientAuth() const { return client_auth_; }
     const AllowList& allow() const { return allow_; }
     const std::string& serverName() const { return server_name_; }
+    KeyLog* keyLog() const { return key_log_.get(); }
+    // mbedtls_ssl_export_keys_t for sessions when a key log is set; `p` is the context.
+    static void exportKeys(void* p, mbedtls_ssl_key_export_type type, const unsigned char* secret,
+                           size_t secret_len, const unsigned char client_random[32],
+                           const unsigned char server_random[32],
+                           mbedtls_tls_prf_types prf) noexcept;
 
     // Client side: the last session (TLS 1.2 session or TLS 1.3 ticket) for resumption.
     bool restoreSession(mbedtls_ssl_context* ssl);
@@ -62,7 +69,8 @@ private:
     MbedContext(std::shared_ptr<BackendState> backend, bool server);
     bool addOwnPair(const KeyPairSource& source, std::string* error);
     bool setupCommon(int endpoint, const std::string& min_version, const std::string& max_version,
-                     const std::vector<std::string>& alpn, std::string* error);
+                     const std::vector<std::string>& alpn, const Policy& policy,
+                     std::string* error);
     static int sniCallback(void* p, mbedtls_ssl_context* ssl, const unsigned char* name,
                            size_t len) noexcept;
     int selectCertificate(mbedtls_ssl_context* ssl, std::string_view name) const noexcept;
@@ -73,6 +81,11 @@ private:
     std::vector<std::unique_ptr<KeyPair>> pairs_;  // server: default first, then SNI entries
     std::vector<SniEntry> sni_;
     Certificates ca_;
+    Crls crl_;
+    bool has_crl_ = false;
+    std::vector<int> ciphersuites_;  // zero-terminated, TLS 1.3 suites first
+    std::vector<uint16_t> groups_;   // MBEDTLS_SSL_IANA_TLS_GROUP_NONE-terminated
+    std::shared_ptr<KeyLog> key_log_;
     std::vector<std::string> alpn_;
     std::vector<const char*> alpn_ptrs_;  // NULL-terminated view of alpn_ for mbedTLS
     std::unique_ptr<TicketKeys> tickets_;

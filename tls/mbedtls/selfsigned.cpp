@@ -53,15 +53,49 @@ bool check(int ret, const char* what, std::string* error) {
 
 }  // namespace
 
-bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
-                    std::string* private_key_pem, std::string* error) {
-    if (hosts.empty() || hosts[0].empty()) {
-        *error = "cannot make certificate: at least one host name is needed";
+bool issueCertificate(const CertificateRequest& request, std::string* certificate_pem,
+                      std::string* private_key_pem, std::string* error) {
+    const bool authority = request.profile == CertificateProfile::Authority;
+    const std::string& cn = !request.common_name.empty() ? request.common_name
+                            : request.names.empty()      ? request.common_name
+                                                         : request.names[0];
+    if (cn.empty()) {
+        *error = authority ? "cannot make certificate: a CA needs a name"
+                           : "cannot make certificate: at least one host name is needed";
         return false;
     }
-    if (days <= 0 || days > 36500) {
+    if (request.days <= 0 || request.days > 36500) {
         *error = "cannot make certificate: days must be between 1 and 36500";
         return false;
+    }
+    if (request.issuer_certificate_pem.empty() != request.issuer_private_key_pem.empty()) {
+        *error = "cannot make certificate: the issuer needs both its certificate and its key";
+        return false;
+    }
+
+    // The issuing CA, when there is one: its key must match, and it must be a CA.
+    KeyPair issuer;
+    const bool selfSigned = request.issuer_certificate_pem.empty();
+    std::string issuerName;
+    if (!selfSigned) {
+        KeyPairSource source;
+        source.certificate_pem = request.issuer_certificate_pem;
+        source.private_key_pem = request.issuer_private_key_pem;
+        std::string why;
+        if (!loadKeyPair(source, &issuer, &why)) {
+            *error = "cannot make certificate: issuer: " + why;
+            return false;
+        }
+        if (issuer.chain.get()->MBEDTLS_PRIVATE(ca_istrue) == 0) {
+            *error = "cannot make certificate: the issuer is not a CA certificate";
+            return false;
+        }
+        char dn[1024];
+        if (mbedtls_x509_dn_gets(dn, sizeof dn, &issuer.chain.get()->subject) < 0) {
+            *error = "cannot make certificate: the issuer's name is too long";
+            return false;
+        }
+        issuerName = dn;
     }
 
     PrivateKey key;
@@ -75,8 +109,8 @@ bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string
     // Subject alternative names: the list nodes and IP bytes must stay put until written.
     std::deque<mbedtls_x509_san_list> sans;
     std::deque<std::array<unsigned char, 16>> ips;
-    for (const std::string& host : hosts) {
-        if (host.empty()) continue;
+    for (const std::string& host : request.names) {
+        if (authority || host.empty()) continue;
         mbedtls_x509_san_list node;
         std::memset(&node, 0, sizeof node);
         std::array<unsigned char, 16> ip{};
@@ -87,7 +121,9 @@ bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string
             node.node.san.unstructured_name.p = ips.back().data();
             node.node.san.unstructured_name.len = ipLen;
         } else {
-            node.node.type = MBEDTLS_X509_SAN_DNS_NAME;
+            node.node.type = host.find(':') != std::string::npos
+                                 ? MBEDTLS_X509_SAN_UNIFORM_RESOURCE_IDENTIFIER
+                                 : MBEDTLS_X509_SAN_DNS_NAME;
             node.node.san.unstructured_name.p =
                 reinterpret_cast<unsigned char*>(const_cast<char*>(host.data()));
             node.node.san.unstructured_name.len = host.size();
@@ -96,11 +132,14 @@ bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string
     }
     for (size_t i = 0; i + 1 < sans.size(); ++i) sans[i].next = &sans[i + 1];
 
-    mbedtls_asn1_sequence serverAuth;
-    std::memset(&serverAuth, 0, sizeof serverAuth);
-    serverAuth.buf.tag = MBEDTLS_ASN1_OID;
-    serverAuth.buf.p = reinterpret_cast<unsigned char*>(const_cast<char*>(MBEDTLS_OID_SERVER_AUTH));
-    serverAuth.buf.len = MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH);
+    const bool client = request.profile == CertificateProfile::Client;
+    const char* purpose = client ? MBEDTLS_OID_CLIENT_AUTH : MBEDTLS_OID_SERVER_AUTH;
+    mbedtls_asn1_sequence extendedUsage;
+    std::memset(&extendedUsage, 0, sizeof extendedUsage);
+    extendedUsage.buf.tag = MBEDTLS_ASN1_OID;
+    extendedUsage.buf.p = reinterpret_cast<unsigned char*>(const_cast<char*>(purpose));
+    extendedUsage.buf.len = client ? MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)
+                                   : MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH);
 
     unsigned char serial[16];
     if (!check(mbedtls_psa_get_random(MBEDTLS_PSA_RANDOM_STATE, serial, sizeof serial), "serial",
@@ -110,31 +149,38 @@ bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string
 
     time_t now = std::time(nullptr);
     char notBefore[16], notAfter[16];
-    if (!x509Time(now - 3600, notBefore) || !x509Time(now + time_t(days) * 86400, notAfter)) {
+    if (!x509Time(now - 3600, notBefore) ||
+        !x509Time(now + time_t(request.days) * 86400, notAfter)) {
         *error = "cannot make certificate: clock out of range";
         return false;
     }
-    std::string name = "CN=" + escapeForName(hosts[0]);
+    std::string name = "CN=" + escapeForName(cn);
+    if (selfSigned) issuerName = name;
 
     CertificateWriter w;
     mbedtls_x509write_crt_set_version(w.get(), MBEDTLS_X509_CRT_VERSION_3);
     mbedtls_x509write_crt_set_md_alg(w.get(), MBEDTLS_MD_SHA256);
     mbedtls_x509write_crt_set_subject_key(w.get(), key.get());
-    mbedtls_x509write_crt_set_issuer_key(w.get(), key.get());
+    mbedtls_x509write_crt_set_issuer_key(w.get(), selfSigned ? key.get() : issuer.key.get());
     if (!check(mbedtls_x509write_crt_set_subject_name(w.get(), name.c_str()), "subject", error) ||
-        !check(mbedtls_x509write_crt_set_issuer_name(w.get(), name.c_str()), "issuer", error) ||
+        !check(mbedtls_x509write_crt_set_issuer_name(w.get(), issuerName.c_str()), "issuer",
+               error) ||
         !check(mbedtls_x509write_crt_set_serial_raw(w.get(), serial, sizeof serial), "serial",
                error) ||
         !check(mbedtls_x509write_crt_set_validity(w.get(), notBefore, notAfter), "validity",
                error) ||
-        !check(mbedtls_x509write_crt_set_basic_constraints(w.get(), 0, -1), "basicConstraints",
-               error) ||
-        !check(mbedtls_x509write_crt_set_key_usage(w.get(), MBEDTLS_X509_KU_DIGITAL_SIGNATURE),
+        !check(mbedtls_x509write_crt_set_basic_constraints(w.get(), authority ? 1 : 0,
+                                                           authority ? 0 : -1),
+               "basicConstraints", error) ||
+        !check(mbedtls_x509write_crt_set_key_usage(
+                   w.get(), authority ? MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN
+                                      : MBEDTLS_X509_KU_DIGITAL_SIGNATURE),
                "keyUsage", error) ||
-        !check(mbedtls_x509write_crt_set_ext_key_usage(w.get(), &serverAuth), "extKeyUsage",
-               error) ||
-        !check(mbedtls_x509write_crt_set_subject_alternative_name(w.get(), &sans.front()),
-               "subjectAltName", error) ||
+        (!authority && !check(mbedtls_x509write_crt_set_ext_key_usage(w.get(), &extendedUsage),
+                              "extKeyUsage", error)) ||
+        (!sans.empty() &&
+         !check(mbedtls_x509write_crt_set_subject_alternative_name(w.get(), &sans.front()),
+                "subjectAltName", error)) ||
         !check(mbedtls_x509write_crt_set_subject_key_identifier(w.get()), "subjectKeyIdentifier",
                error) ||
         !check(mbedtls_x509write_crt_set_authority_key_identifier(w.get()),

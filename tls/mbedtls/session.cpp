@@ -58,6 +58,8 @@ MbedSession::MbedSession(std::shared_ptr<MbedContext> ctx) : ctx_(std::move(ctx)
     }
     mbedtls_ssl_set_bio(&ssl_, this, bioSend, bioRecv, nullptr);
     mbedtls_ssl_set_user_data_p(&ssl_, this);
+    if (ctx_->keyLog() != nullptr)
+        mbedtls_ssl_set_export_keys_cb(&ssl_, MbedContext::exportKeys, ctx_.get());
     if (ctx_->isServer()) {
         if (ctx_->clientAuth() != ClientAuth::None && !ctx_->allow().empty())
             mbedtls_ssl_set_verify(&ssl_, verifyClient, this);

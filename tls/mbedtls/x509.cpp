@@ -1,6 +1,7 @@
 #include "tls/mbedtls/x509.h"
 
 #include <mbedtls/error.h>
+#include <mbedtls/md.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
@@ -8,9 +9,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "tls/common.h"
 #include "tls/mbedtls/psa_rng.h"
+#include "tls/policy.h"
 
 namespace sidecar::tls::mbed {
 namespace {
@@ -110,6 +113,53 @@ bool loadCaBundle(const std::string& path, Certificates* out, std::string* error
         *error = "cannot parse CA bundle " + path + ": " +
                  (ret < 0 ? mbedtlsErrorText(ret) : std::string("no certificate found"));
         return false;
+    }
+    return true;
+}
+
+bool loadCrl(const std::string& path, const Certificates& ca, Crls* out, std::string* error) {
+    std::string data;
+    if (!readFile(path, &data, error)) return false;
+    int ret = mbedtls_x509_crl_parse(
+        out->get(), reinterpret_cast<const unsigned char*>(data.c_str()), parseLength(data));
+    if (ret != 0 || out->get()->raw.p == nullptr) {
+        *error = crl_text::noCrl(path);
+        return false;
+    }
+    const int64_t now = int64_t(std::time(nullptr));
+    for (const mbedtls_x509_crl* crl = out->get(); crl != nullptr && crl->raw.p != nullptr;
+         crl = crl->next) {
+        const std::string issuer = oneLineName(crl->issuer);
+        const mbedtls_x509_crt* signer = nullptr;
+        for (const mbedtls_x509_crt* c = ca.get(); c != nullptr && c->raw.p != nullptr;
+             c = c->next) {
+            if (c->subject_raw.len == crl->issuer_raw.len &&
+                std::memcmp(c->subject_raw.p, crl->issuer_raw.p, c->subject_raw.len) == 0) {
+                signer = c;
+                break;
+            }
+        }
+        if (signer == nullptr) {
+            *error = crl_text::notFromBundle(path, issuer);
+            return false;
+        }
+        // mbedTLS has no public call to verify a CRL on its own; this is what its chain
+        // verification does with each CRL.
+        const mbedtls_md_type_t md = crl->MBEDTLS_PRIVATE(sig_md);
+        const mbedtls_md_info_t* info = mbedtls_md_info_from_type(md);
+        unsigned char hash[MBEDTLS_MD_MAX_SIZE];
+        const mbedtls_x509_buf& sig = crl->MBEDTLS_PRIVATE(sig);
+        if (info == nullptr || mbedtls_md(info, crl->tbs.p, crl->tbs.len, hash) != 0 ||
+            mbedtls_pk_verify_ext(crl->MBEDTLS_PRIVATE(sig_pk), crl->MBEDTLS_PRIVATE(sig_opts),
+                                  const_cast<mbedtls_pk_context*>(&signer->pk), md, hash,
+                                  mbedtls_md_get_size(info), sig.p, sig.len) != 0) {
+            *error = crl_text::badSignature(path, issuer);
+            return false;
+        }
+        if (crl->next_update.year != 0 && unixSeconds(crl->next_update) <= now) {
+            *error = crl_text::expired(path, issuer, unixSeconds(crl->next_update));
+            return false;
+        }
     }
     return true;
 }

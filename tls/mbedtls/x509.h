@@ -3,6 +3,7 @@
 // operator can act on, and turning a parsed certificate into the facts the seam reports.
 
 #include <mbedtls/pk.h>
+#include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
 
 #include <cstdint>
@@ -30,6 +31,20 @@ public:
 
 private:
     mbedtls_x509_crt crt_;
+};
+
+// Owned certificate revocation lists.
+class Crls {
+public:
+    Crls() { mbedtls_x509_crl_init(&crl_); }
+    ~Crls() { mbedtls_x509_crl_free(&crl_); }
+    Crls(const Crls&) = delete;
+    Crls& operator=(const Crls&) = delete;
+
+    mbedtls_x509_crl* get() { return &crl_; }
+
+private:
+    mbedtls_x509_crl crl_;
 };
 
 class PrivateKey {
@@ -62,6 +77,10 @@ bool loadKeyPair(const KeyPairSource& source, KeyPair* out, std::string* error);
 // Loads a CA bundle; at least one certificate must parse (unparseable extra entries in a
 // system bundle are skipped).
 bool loadCaBundle(const std::string& path, Certificates* out, std::string* error);
+
+// Loads CRLs (PEM or DER) and checks that each is issued and signed by a CA of `ca` and is not
+// out of date, so that a bad file is refused when loaded rather than failing every client later.
+bool loadCrl(const std::string& path, const Certificates& ca, Crls* out, std::string* error);
 
 CertificateInfo certificateInfo(const mbedtls_x509_crt& crt, const std::string& source);
 void fillPeerIdentity(const mbedtls_x509_crt& crt, PeerIdentity* identity);

@@ -7,6 +7,7 @@
 
 #include "tls/factory.h"
 #include "tls/openssl/context.h"
+#include "tls/openssl/selfsigned.h"
 #include "tls/openssl/x509.h"
 
 namespace sidecar::tls {
@@ -46,9 +47,19 @@ public:
         return std::nullopt;
     }
 
-    bool selfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
-                    std::string* private_key_pem, std::string* error) override {
-        return ossl::makeSelfSigned(hosts, days, certificate_pem, private_key_pem, error);
+    std::optional<std::string> checkCrl(const std::string& crl_path,
+                                        const std::string& ca_path) override {
+        std::vector<ossl::X509Ptr> ca;
+        std::vector<ossl::X509CrlPtr> crl;
+        std::string error;
+        if (!ossl::loadCaBundle(ca_path, &ca, &error) || !ossl::loadCrl(crl_path, ca, &crl, &error))
+            return error;
+        return std::nullopt;
+    }
+
+    bool issueCertificate(const CertificateRequest& request, std::string* certificate_pem,
+                          std::string* private_key_pem, std::string* error) override {
+        return ossl::issueCertificate(request, certificate_pem, private_key_pem, error);
     }
 
 private:

@@ -9,16 +9,31 @@
 namespace sidecar::tls::ossl {
 namespace {
 
-// AEAD with forward secrecy only, in the same order as the other backend. TLS 1.3: its three
-// standard suites. TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305, ECDSA and RSA certificates.
-constexpr const char* kTls13Suites =
-    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
-constexpr const char* kTls12Ciphers =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-// Key exchange groups, and (TLS 1.2) the curves accepted in ECDSA certificates.
-constexpr const char* kGroups = "X25519:P-256:P-384:P-521";
+// The suites and groups (and, in TLS 1.2, the curves accepted in ECDSA certificates) come from the
+// shared policy tables in tls/policy.h, whose suite names are OpenSSL's own; groups are renamed.
+const char* opensslGroupName(uint16_t iana) {
+    switch (iana) {
+        case 0x001D:
+            return "X25519";
+        case 0x0017:
+            return "P-256";
+        case 0x0018:
+            return "P-384";
+        case 0x0019:
+            return "P-521";
+        default:
+            return nullptr;
+    }
+}
+
+// "A:B:C" of the table names of `ids`.
+std::string suiteList(const std::vector<uint16_t>& ids, const std::vector<PolicyName>& table) {
+    std::string out;
+    for (uint16_t id : ids)
+        for (const PolicyName& n : table)
+            if (n.iana == id) out += (out.empty() ? "" : ":") + std::string(n.name);
+    return out;
+}
 // Tickets only, no server-side session cache; the id context lets them carry a client identity.
 const unsigned char kSessionIdContext[] = "sidecar";
 
@@ -68,7 +83,8 @@ OsslContext::~OsslContext() {
 
 // Empty versions mean the defaults: TLS 1.2 to 1.3.
 bool OsslContext::setupCommon(const std::string& min_version, const std::string& max_version,
-                              const std::vector<std::string>& alpn, std::string* error) {
+                              const std::vector<std::string>& alpn, const Policy& policy,
+                              std::string* error) {
     if (!backend_->ok()) {
         *error = "OpenSSL initialisation failed";
         return false;
@@ -82,6 +98,16 @@ bool OsslContext::setupCommon(const std::string& min_version, const std::string&
         *error = "min_version " + min_version + " is above max_version " + max_version;
         return false;
     }
+    ResolvedPolicy resolved;
+    if (!resolvePolicy(policy, [](uint16_t) { return true; }, &resolved, error)) return false;
+    std::string groups;
+    for (uint16_t id : resolved.groups)
+        if (const char* name = opensslGroupName(id))
+            groups += (groups.empty() ? "" : ":") + std::string(name);
+    if (!policy.key_log_path.empty()) {
+        key_log_ = KeyLog::open(policy.key_log_path, error);
+        if (!key_log_) return false;
+    }
     ERR_clear_error();
     ctx_ = SSL_CTX_new(server_ ? TLS_server_method() : TLS_client_method());
     if (ctx_ == nullptr) return check(0, "cannot set up TLS configuration", error);
@@ -90,10 +116,15 @@ bool OsslContext::setupCommon(const std::string& min_version, const std::string&
     SSL_CTX_set_security_level(ctx_, 2);
     if (!check(SSL_CTX_set_min_proto_version(ctx_, min), "min_version", error) ||
         !check(SSL_CTX_set_max_proto_version(ctx_, max), "max_version", error) ||
-        !check(SSL_CTX_set_ciphersuites(ctx_, kTls13Suites), "cipher suites", error) ||
-        !check(SSL_CTX_set_cipher_list(ctx_, kTls12Ciphers), "cipher suites", error) ||
-        !check(SSL_CTX_set1_groups_list(ctx_, kGroups), "groups", error))
+        !check(SSL_CTX_set_ciphersuites(
+                   ctx_, suiteList(resolved.tls13_suites, tls13CipherSuites()).c_str()),
+               "tls13_cipher_suites", error) ||
+        !check(SSL_CTX_set_cipher_list(
+                   ctx_, suiteList(resolved.tls12_suites, tls12CipherSuites()).c_str()),
+               "cipher_suites", error) ||
+        !check(SSL_CTX_set1_groups_list(ctx_, groups.c_str()), "groups", error))
         return false;
+    if (key_log_) SSL_CTX_set_keylog_callback(ctx_, keyLogCallback);
     // Never wanted: renegotiation (refused either way) and compression. In TLS 1.3 a
     // resumption keeps forward secrecy: PSK with (EC)DHE only, OpenSSL's default.
     SSL_CTX_set_options(ctx_, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -142,7 +173,9 @@ std::shared_ptr<OsslContext> OsslContext::makeServer(std::shared_ptr<BackendStat
                                                      const ServerOptions& options,
                                                      std::string* error) {
     std::shared_ptr<OsslContext> ctx(new OsslContext(std::move(backend), true));
-    if (!ctx->setupCommon(options.min_version, "", options.alpn, error)) return nullptr;
+    if (!ctx->setupCommon(options.min_version, options.max_version, options.alpn, options.policy,
+                          error))
+        return nullptr;
     SSL_CTX* c = ctx->ctx_;
 
     auto pair = std::make_unique<KeyPair>();
@@ -191,6 +224,9 @@ std::shared_ptr<OsslContext> OsslContext::makeServer(std::shared_ptr<BackendStat
             return nullptr;
         }
         if (!ctx->loadTrust(options.client_ca_path, error)) return nullptr;
+        if (!options.client_crl_path.empty() &&
+            !ctx->loadCrls(options.client_ca_path, options.client_crl_path, error))
+            return nullptr;
         int mode = SSL_VERIFY_PEER;
         if (options.client_auth == ClientAuth::Required) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
         SSL_CTX_set_verify(c, mode, nullptr);
@@ -221,7 +257,8 @@ std::shared_ptr<OsslContext> OsslContext::makeClient(std::shared_ptr<BackendStat
         *error = "server_name is required to verify the server certificate";
         return nullptr;
     }
-    if (!ctx->setupCommon(options.min_version, options.max_version, options.alpn, error))
+    if (!ctx->setupCommon(options.min_version, options.max_version, options.alpn, options.policy,
+                          error))
         return nullptr;
     SSL_CTX* c = ctx->ctx_;
     ctx->server_name_ = options.server_name;
@@ -245,6 +282,28 @@ std::shared_ptr<OsslContext> OsslContext::makeClient(std::shared_ptr<BackendStat
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c, OsslSession::newSessionCallback);
     return ctx;
+}
+
+void OsslContext::keyLogCallback(const SSL* ssl, const char* line) noexcept {
+    const auto* ctx = static_cast<const OsslContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+    if (ctx != nullptr && ctx->key_log_) ctx->key_log_->writeLine(line);
+}
+
+// A certificate is checked against a CRL when its issuer has one in the file, as the other
+// backend does; a CA without one is not an error (OpenSSL's "unable to get CRL" is ignored by the
+// session's verification).
+bool OsslContext::loadCrls(const std::string& ca_path, const std::string& crl_path,
+                           std::string* error) {
+    std::vector<X509Ptr> cas;
+    std::vector<X509CrlPtr> crls;
+    if (!loadCaBundle(ca_path, &cas, error) || !loadCrl(crl_path, cas, &crls, error))
+        return false;
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+    for (const X509CrlPtr& crl : crls) {
+        if (X509_STORE_add_crl(store, crl.get()) != 1) ERR_clear_error();  // a duplicate
+    }
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    return true;
 }
 
 std::unique_ptr<Session> OsslContext::newSession() {

@@ -15,6 +15,7 @@
 #include "tls/backend.h"
 #include "tls/openssl/tickets.h"
 #include "tls/openssl/x509.h"
+#include "tls/policy.h"
 
 namespace sidecar::tls::ossl {
 
@@ -75,8 +76,11 @@ private:
 
     OsslContext(std::shared_ptr<BackendState> backend, bool server);
     bool setupCommon(const std::string& min_version, const std::string& max_version,
-                     const std::vector<std::string>& alpn, std::string* error);
+                     const std::vector<std::string>& alpn, const Policy& policy,
+                     std::string* error);
+    static void keyLogCallback(const SSL* ssl, const char* line) noexcept;
     bool loadTrust(const std::string& ca_path, std::string* error);
+    bool loadCrls(const std::string& ca_path, const std::string& crl_path, std::string* error);
 
     std::shared_ptr<BackendState> backend_;
     bool server_;
@@ -88,6 +92,7 @@ private:
     ClientAuth client_auth_ = ClientAuth::None;
     AllowList allow_;
     std::string server_name_;
+    std::shared_ptr<KeyLog> key_log_;
 
     std::mutex cache_mu_;
     SSL_SESSION* cached_ = nullptr;

@@ -1,5 +1,7 @@
-// Self-signed certificates with OpenSSL: the same certificate profile as the other backend
-// (see tls/mbedtls/selfsigned.h).
+// Certificates with OpenSSL: the same profiles as the other backend (see CertificateProfile in
+// tls/backend.h).
+
+#include "tls/openssl/selfsigned.h"
 
 #include <arpa/inet.h>
 #include <openssl/bio.h>
@@ -32,9 +34,9 @@ std::string bioText(BIO* bio) {
 }
 
 // Adds a v3 extension written in OpenSSL's configuration syntax (fixed strings only).
-bool addExtension(X509* crt, int nid, const char* value, std::string* error) {
+bool addExtension(X509* issuer, X509* crt, int nid, const char* value, std::string* error) {
     X509V3_CTX v3;
-    X509V3_set_ctx(&v3, crt, crt, nullptr, nullptr, 0);
+    X509V3_set_ctx(&v3, issuer, crt, nullptr, nullptr, 0);
     X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value);
     if (ext == nullptr) return fail(value, error);
     int ok = X509_add_ext(crt, ext, -1);
@@ -42,8 +44,8 @@ bool addExtension(X509* crt, int nid, const char* value, std::string* error) {
     return ok == 1 || fail(value, error);
 }
 
-// DNS names, and IP address entries for IP literals; built as values, so no name is parsed as
-// configuration syntax.
+// DNS names, IP address entries for IP literals and URIs for names with a ':'; built as values, so
+// no name is parsed as configuration syntax.
 bool addSubjectAltNames(X509* crt, const std::vector<std::string>& hosts, std::string* error) {
     GENERAL_NAMES* names = sk_GENERAL_NAME_new_null();
     if (names == nullptr) return fail("subjectAltName", error);
@@ -78,7 +80,7 @@ bool addSubjectAltNames(X509* crt, const std::vector<std::string>& hosts, std::s
                 ok = false;
                 break;
             }
-            GENERAL_NAME_set0_value(n, GEN_DNS, v);
+            GENERAL_NAME_set0_value(n, host.find(':') != std::string::npos ? GEN_URI : GEN_DNS, v);
         }
         if (sk_GENERAL_NAME_push(names, n) == 0) {
             GENERAL_NAME_free(n);
@@ -93,21 +95,51 @@ bool addSubjectAltNames(X509* crt, const std::vector<std::string>& hosts, std::s
 
 }  // namespace
 
-bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
-                    std::string* private_key_pem, std::string* error) {
-    if (hosts.empty() || hosts[0].empty()) {
-        *error = "cannot make certificate: at least one host name is needed";
+bool issueCertificate(const CertificateRequest& request, std::string* certificate_pem,
+                      std::string* private_key_pem, std::string* error) {
+    const bool authority = request.profile == CertificateProfile::Authority;
+    const std::string& cn = !request.common_name.empty() ? request.common_name
+                            : request.names.empty()      ? request.common_name
+                                                         : request.names[0];
+    if (cn.empty()) {
+        *error = authority ? "cannot make certificate: a CA needs a name"
+                           : "cannot make certificate: at least one host name is needed";
         return false;
     }
-    if (days <= 0 || days > 36500) {
+    if (request.days <= 0 || request.days > 36500) {
         *error = "cannot make certificate: days must be between 1 and 36500";
         return false;
     }
+    if (request.issuer_certificate_pem.empty() != request.issuer_private_key_pem.empty()) {
+        *error = "cannot make certificate: the issuer needs both its certificate and its key";
+        return false;
+    }
     ERR_clear_error();
+
+    // The issuing CA, when there is one: its key must match, and it must be a CA.
+    KeyPair issuer;
+    const bool selfSigned = request.issuer_certificate_pem.empty();
+    if (!selfSigned) {
+        KeyPairSource source;
+        source.certificate_pem = request.issuer_certificate_pem;
+        source.private_key_pem = request.issuer_private_key_pem;
+        std::string why;
+        if (!loadKeyPair(source, &issuer, &why)) {
+            *error = "cannot make certificate: issuer: " + why;
+            return false;
+        }
+        if (X509_check_ca(issuer.leaf.get()) != 1) {
+            *error = "cannot make certificate: the issuer is not a CA certificate";
+            return false;
+        }
+    }
+
     PkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
     if (!key) return fail("key generation", error);
     X509Ptr crt(X509_new());
     if (!crt) return fail("certificate", error);
+    X509* issuerCrt = selfSigned ? crt.get() : issuer.leaf.get();
+    EVP_PKEY* issuerKey = selfSigned ? key.get() : issuer.key.get();
 
     unsigned char serial[16];
     if (RAND_bytes(serial, sizeof serial) != 1) return fail("serial", error);
@@ -120,23 +152,35 @@ bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string
     time_t now = std::time(nullptr);
     if (X509_set_version(crt.get(), X509_VERSION_3) != 1 ||
         ASN1_TIME_set(X509_getm_notBefore(crt.get()), now - 3600) == nullptr ||
-        ASN1_TIME_set(X509_getm_notAfter(crt.get()), now + time_t(days) * 86400) == nullptr)
+        ASN1_TIME_set(X509_getm_notAfter(crt.get()), now + time_t(request.days) * 86400) == nullptr)
         return fail("validity", error);
     X509_NAME* name = X509_get_subject_name(crt.get());
     if (X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(hosts[0].c_str()),
-                                   int(hosts[0].size()), -1, 0) != 1 ||
-        X509_set_issuer_name(crt.get(), name) != 1)
+                                   reinterpret_cast<const unsigned char*>(cn.c_str()),
+                                   int(cn.size()), -1, 0) != 1 ||
+        X509_set_issuer_name(crt.get(), X509_get_subject_name(issuerCrt)) != 1)
         return fail("subject", error);
     if (X509_set_pubkey(crt.get(), key.get()) != 1) return fail("public key", error);
-    if (!addExtension(crt.get(), NID_basic_constraints, "CA:FALSE", error) ||
-        !addExtension(crt.get(), NID_key_usage, "critical,digitalSignature", error) ||
-        !addExtension(crt.get(), NID_ext_key_usage, "serverAuth", error) ||
-        !addSubjectAltNames(crt.get(), hosts, error) ||
-        !addExtension(crt.get(), NID_subject_key_identifier, "hash", error) ||
-        !addExtension(crt.get(), NID_authority_key_identifier, "keyid:always", error))
+    if (authority) {
+        if (!addExtension(issuerCrt, crt.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0",
+                          error) ||
+            !addExtension(issuerCrt, crt.get(), NID_key_usage, "critical,keyCertSign,cRLSign",
+                          error))
+            return false;
+    } else {
+        const char* purpose =
+            request.profile == CertificateProfile::Client ? "clientAuth" : "serverAuth";
+        if (!addExtension(issuerCrt, crt.get(), NID_basic_constraints, "CA:FALSE", error) ||
+            !addExtension(issuerCrt, crt.get(), NID_key_usage, "critical,digitalSignature",
+                          error) ||
+            !addExtension(issuerCrt, crt.get(), NID_ext_key_usage, purpose, error) ||
+            !addSubjectAltNames(crt.get(), request.names, error))
+            return false;
+    }
+    if (!addExtension(issuerCrt, crt.get(), NID_subject_key_identifier, "hash", error) ||
+        !addExtension(issuerCrt, crt.get(), NID_authority_key_identifier, "keyid:always", error))
         return false;
-    if (X509_sign(crt.get(), key.get(), EVP_sha256()) <= 0) return fail("signature", error);
+    if (X509_sign(crt.get(), issuerKey, EVP_sha256()) <= 0) return fail("signature", error);
 
     std::unique_ptr<BIO, BioFree> certOut(BIO_new(BIO_s_mem()));
     std::unique_ptr<BIO, BioFree> keyOut(BIO_new(BIO_s_mem()));

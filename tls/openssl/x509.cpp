@@ -12,6 +12,7 @@
 #include <ctime>
 
 #include "tls/common.h"
+#include "tls/policy.h"
 
 namespace sidecar::tls::ossl {
 namespace {
@@ -220,6 +221,53 @@ bool loadCaBundle(const std::string& path, std::vector<X509Ptr>* out, std::strin
         *error = "cannot parse CA bundle " + path + ": " +
                  (failed > 0 ? opensslErrorText() : std::string("no certificate found"));
         return false;
+    }
+    return true;
+}
+
+bool loadCrl(const std::string& path, const std::vector<X509Ptr>& ca, std::vector<X509CrlPtr>* out,
+             std::string* error) {
+    std::string data;
+    if (!readFile(path, &data, error)) return false;
+    ERR_clear_error();
+    out->clear();
+    BioPtr bio = memoryBio(data);
+    if (isPem(data)) {
+        while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr))
+            out->emplace_back(crl);
+    } else if (X509_CRL* crl = d2i_X509_CRL_bio(bio.get(), nullptr)) {
+        out->emplace_back(crl);
+    }
+    ERR_clear_error();  // the end of the PEM input reads as an error
+    if (out->empty()) {
+        *error = crl_text::noCrl(path);
+        return false;
+    }
+    const int64_t now = int64_t(std::time(nullptr));
+    for (const X509CrlPtr& crl : *out) {
+        const std::string issuer = oneLineName(X509_CRL_get_issuer(crl.get()));
+        X509* signer = nullptr;
+        for (const X509Ptr& c : ca) {
+            if (X509_NAME_cmp(X509_get_subject_name(c.get()), X509_CRL_get_issuer(crl.get())) ==
+                0) {
+                signer = c.get();
+                break;
+            }
+        }
+        if (signer == nullptr) {
+            *error = crl_text::notFromBundle(path, issuer);
+            return false;
+        }
+        if (X509_CRL_verify(crl.get(), X509_get0_pubkey(signer)) != 1) {
+            ERR_clear_error();
+            *error = crl_text::badSignature(path, issuer);
+            return false;
+        }
+        const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+        if (next != nullptr && unixSeconds(next) <= now) {
+            *error = crl_text::expired(path, issuer, unixSeconds(next));
+            return false;
+        }
     }
     return true;
 }

@@ -25,6 +25,10 @@ struct X509StackFree {
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using X509StackPtr = std::unique_ptr<STACK_OF(X509), X509StackFree>;
+struct X509CrlFree {
+    void operator()(X509_CRL* c) const { X509_CRL_free(c); }
+};
+using X509CrlPtr = std::unique_ptr<X509_CRL, X509CrlFree>;
 
 // A leaf certificate, the rest of its chain, and its private key.
 struct KeyPair {
@@ -44,6 +48,11 @@ bool loadKeyPair(const KeyPairSource& source, KeyPair* out, std::string* error);
 // system bundle are skipped).
 bool loadCaBundle(const std::string& path, std::vector<X509Ptr>* out, std::string* error);
 
+// Loads CRLs (PEM or DER) and checks that each is issued and signed by a CA of `ca` and is not
+// out of date, with the same messages as the other backend.
+bool loadCrl(const std::string& path, const std::vector<X509Ptr>& ca, std::vector<X509CrlPtr>* out,
+             std::string* error);
+
 CertificateInfo certificateInfo(X509* crt, const std::string& source);
 void fillPeerIdentity(X509* crt, PeerIdentity* identity);
 
@@ -52,9 +61,5 @@ std::string oneLineName(const X509_NAME* name);
 
 // DNS names a certificate is for: its SAN DNS entries, or its CN when it has none.
 std::vector<std::string> certificateDnsNames(X509* crt);
-
-// See Backend::selfSigned.
-bool makeSelfSigned(const std::vector<std::string>& hosts, int days, std::string* certificate_pem,
-                    std::string* private_key_pem, std::string* error);
 
 }  // namespace sidecar::tls::ossl

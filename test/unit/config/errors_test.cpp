@@ -79,7 +79,7 @@ TEST_CASE("duplicate keys are errors at the second key, at any level", "[errors]
     CHECK(messages(result) ==
           std::vector<std::string>{
               "test.yaml:6:1: unknown key \"extra\" (accepted keys: listeners, admin, redirect, "
-              "log, drain_timeout, cert_poll_interval, tls_backend)",
+              "log, drain_timeout, cert_poll_interval, tls_backend, dns)",
               "test.yaml:6:28: duplicate key \"c\" (first given at line 6, column 22)",
           });
 }
@@ -184,11 +184,17 @@ TEST_CASE("bad ports", "[errors][ports]") {
 }
 
 TEST_CASE("bad addresses", "[errors][addresses]") {
-    CHECK(onlyError(withUpstreamLine("tls: {}").replace(kMinimal.find("127.0.0.1:80"), 12,
-                                                        "backend.default.svc:80")) ==
-          "test.yaml:5:16: listeners[0].upstream.address: invalid address "
-          "\"backend.default.svc:80\": the host \"backend.default.svc\" is not an IP address or "
-          "localhost (host names are not resolved)");
+    CHECK(onlyError(kMinimal + "admin: { listen: \"metrics.local:9901\" }\n") ==
+          "test.yaml:6:18: admin.listen: invalid address \"metrics.local:9901\": the host "
+          "\"metrics.local\" is not an IP address or localhost (host names are not resolved)");
+    std::string upstream = kMinimal;
+    CHECK(onlyError(upstream.replace(kMinimal.find("127.0.0.1:80"), 12, "-bad.example:80")) ==
+          "test.yaml:5:16: listeners[0].upstream.address: invalid address \"-bad.example:80\": "
+          "the host \"-bad.example\" is not an IP address, localhost or a DNS name");
+    upstream = kMinimal;
+    CHECK(onlyError(upstream.replace(kMinimal.find("127.0.0.1:80"), 12, "10.0.0.300:80")) ==
+          "test.yaml:5:16: listeners[0].upstream.address: invalid address \"10.0.0.300:80\": "
+          "the host \"10.0.0.300\" is not an IP address, localhost or a DNS name");
     CHECK(onlyError(kMinimal + "admin: { listen: \"::1:9901\" }\n") ==
           "test.yaml:6:18: admin.listen: invalid address \"::1:9901\": an IPv6 address needs "
           "brackets, as in [::1]:8080");
@@ -765,4 +771,15 @@ TEST_CASE("hostile input never crashes and always gives errors", "[errors][limit
         CHECK_FALSE(result.config.has_value());
         CHECK_FALSE(result.errors.empty());
     }
+}
+
+TEST_CASE("dns settings are checked", "[errors][dns]") {
+    CHECK(onlyError(kMinimal + "dns: { min_ttl: 50ms }\n") ==
+          "test.yaml:6:17: dns.min_ttl: must be from 100ms to 24h");
+    CHECK(onlyError(kMinimal + "dns: { min_ttl: 10m, max_ttl: 1m }\n") ==
+          "test.yaml:6:31: dns.max_ttl: max_ttl is below min_ttl");
+    CHECK(onlyError(kMinimal + "dns: { failure_backoff: 0 }\n") ==
+          "test.yaml:6:25: dns.failure_backoff: must be longer than 0");
+    CHECK_THAT(onlyError(kMinimal + "dns: { resolv: /etc/resolv.conf }\n"),
+               StartsWith("test.yaml:6:8: dns: unknown key \"resolv\""));
 }

@@ -357,7 +357,7 @@ TEST_CASE("Windows line endings and a byte order mark are accepted", "[load]") {
           std::vector<std::string>{
               "test.yaml:1:12: listeners: at least one listener is required",
               "test.yaml:2:1: unknown key \"bogus\" (accepted keys: listeners, "
-              "admin, redirect, log, drain_timeout, cert_poll_interval, tls_backend)",
+              "admin, redirect, log, drain_timeout, cert_poll_interval, tls_backend, dns)",
           });
 }
 
@@ -375,7 +375,7 @@ TEST_CASE("loadFile reads a file and names it in errors", "[load][file]") {
     CHECK(result.errors[0].toString() ==
           bad.path() +
               ":6:1: unknown key \"bogus\" (accepted keys: listeners, admin, redirect, "
-              "log, drain_timeout, cert_poll_interval, tls_backend)");
+              "log, drain_timeout, cert_poll_interval, tls_backend, dns)");
 }
 
 TEST_CASE("loadFile reports a file it cannot read", "[load][file]") {
@@ -527,4 +527,31 @@ TEST_CASE("tls_backend: a known name, checked by the backend validator first",
     CHECK(onlyError("tls_backend: gnutls\n" + kMinimal) ==
           "test.yaml:1:14: tls_backend: \"gnutls\" is not one of the accepted values: mbedtls, "
           "openssl");
+}
+
+TEST_CASE("an upstream may be a DNS name; dns settings", "[load][dns]") {
+    std::string yaml = kMinimal;
+    yaml.replace(kMinimal.find("127.0.0.1:80"), 12, "api.default.svc.cluster.local.:8443");
+    Config config = loadValid(yaml + "dns:\n  resolv_conf: /run/resolv.conf\n  hosts: /run/hosts\n"
+                                     "  min_ttl: 1s\n  max_ttl: 10m\n  failure_backoff: 30s\n");
+    const SocketAddress& upstream = config.listeners[0].upstream.address;
+    CHECK(upstream.host == "api.default.svc.cluster.local.");
+    CHECK(upstream.port == 8443);
+    CHECK(upstream.isName());
+    CHECK(config.dns.resolv_conf == "/run/resolv.conf");
+    CHECK(config.dns.hosts == "/run/hosts");
+    CHECK(config.dns.min_ttl == std::chrono::seconds(1));
+    CHECK(config.dns.max_ttl == std::chrono::minutes(10));
+    CHECK(config.dns.failure_backoff == std::chrono::seconds(30));
+
+    const Config defaults = loadValid(kMinimal);
+    CHECK_FALSE(defaults.listeners[0].upstream.address.isName());
+    CHECK(defaults.dns.resolv_conf == "/etc/resolv.conf");
+    CHECK(defaults.dns.hosts == "/etc/hosts");
+    CHECK(defaults.dns.min_ttl == std::chrono::seconds(5));
+    CHECK(defaults.dns.max_ttl == std::chrono::minutes(5));
+
+    CHECK(parseSocketAddress("backend:80", true)->isName());
+    CHECK_FALSE(parseSocketAddress("backend:80").has_value());
+    CHECK_FALSE(parseSocketAddress("localhost:80", true)->isName());
 }

@@ -205,4 +205,13 @@ private:
     bool failed_ = false;
 };
 
+// HTTP requests answered with a status of class `cls` (2 for 2xx...).
+inline uint64_t requestsOfClass(const ListenerStats& s, int cls) {
+    uint64_t n = 0;
+    for (const auto& [code, count] : s.http_requests) {
+        if (code / 100 == cls) n += count;
+    }
+    return n;
+}
+
 }  // namespace sidecar::core::test

@@ -288,7 +288,8 @@ TEST_CASE("apply exit codes", "[initnet][command][exit]") {
         config::Config cfg = test::walkthroughConfig();
         cfg.redirect.inbound.push_back(test::makeInbound(81, "missing", 12));
         const Outcome result = run({"apply"}, runner, cfg);
-        CHECK(result.code == kExitUsage);
+        CHECK(result.code == kExitConfig);
+        CHECK(result.code == 1);
         CHECK(contains(result.err,
                        "init-net: sidecar.yaml:12:7: redirect.inbound: port 81 names "
                        "listener \"missing\", which does not exist"));
@@ -361,10 +362,9 @@ TEST_CASE("arguments", "[initnet][command][usage]") {
         const Outcome result = run({"--help"}, runner);
         CHECK(result.code == kExitOk);
         CHECK(result.out == helpText());
-        CHECK(contains(result.out, "usage: sidecar init-net apply -c FILE [--dry-run]"));
+        CHECK(contains(result.out, "usage: sidecar init-net apply [FILE | -c FILE] [--dry-run]"));
         CHECK(contains(result.out,
-                       "Exit status: 0 ok, 1 usage or config error, 2 iptables not "
-                       "installed, 3 permission denied"));
+                       "Exit status: 0 ok, 1 config error, 2 usage error, 3 permission denied"));
         CHECK(runner.calls.empty());
     }
     SECTION("-c FILE is accepted and left to the caller") {

@@ -3,6 +3,7 @@
 #include <mbedtls/asn1.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/oid.h>
+#include <mbedtls/pem.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/rsa.h>
 #include <mbedtls/sha256.h>
@@ -161,6 +162,83 @@ Issued issue(const CertSpec& spec, const Issued& issuer) {
     generateKey(key, spec.rsa);
     parseKey(issuerKey, issuer.key_pem);
     return write(spec, key, issuerKey, issuer.subject);
+}
+
+namespace {
+
+// DER tag-length-value.
+std::string tlv(unsigned char tag, const std::string& content) {
+    std::string out(1, char(tag));
+    size_t n = content.size();
+    if (n < 0x80) {
+        out.push_back(char(n));
+    } else if (n < 0x100) {
+        out += {char(0x81), char(n)};
+    } else {
+        out += {char(0x82), char(n >> 8), char(n & 0xff)};
+    }
+    return out + content;
+}
+
+std::string utcTime(int64_t offset) {
+    time_t t = time(nullptr) + time_t(offset);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char buf[16];
+    strftime(buf, sizeof buf, "%y%m%d%H%M%SZ", &tm);
+    return tlv(0x17, buf);
+}
+
+struct Crt {
+    Crt(const std::string& pem) {
+        mbedtls_x509_crt_init(&crt);
+        must(mbedtls_x509_crt_parse(&crt, reinterpret_cast<const unsigned char*>(pem.c_str()),
+                                    pem.size() + 1),
+             "crt_parse");
+    }
+    ~Crt() { mbedtls_x509_crt_free(&crt); }
+    mbedtls_x509_crt crt;
+};
+
+}  // namespace
+
+std::string makeCrl(const Issued& ca, const std::vector<std::string>& revoked,
+                    int64_t next_update) {
+    Crt caCrt(ca.cert_pem);
+    Key key;
+    parseKey(key, ca.key_pem);
+    // ecdsa-with-SHA256 (1.2.840.10045.4.3.2), the test CAs' key type.
+    const std::string oid("\x2a\x86\x48\xce\x3d\x04\x03\x02", 8);
+    const std::string algorithm = tlv(0x30, tlv(0x06, oid));
+    std::string entries;
+    for (const std::string& pem : revoked) {
+        Crt c(pem);
+        std::string serial(reinterpret_cast<const char*>(c.crt.serial.p), c.crt.serial.len);
+        entries += tlv(0x30, tlv(0x02, serial) + utcTime(-60));
+    }
+    std::string tbs = tlv(0x02, std::string(1, '\x01')) + algorithm +
+                      std::string(reinterpret_cast<const char*>(caCrt.crt.subject_raw.p),
+                                  caCrt.crt.subject_raw.len) +
+                      utcTime(-3600) + utcTime(next_update);
+    if (!entries.empty()) tbs += tlv(0x30, entries);
+    tbs = tlv(0x30, tbs);
+    unsigned char hash[32];
+    must(mbedtls_sha256(reinterpret_cast<const unsigned char*>(tbs.data()), tbs.size(), hash, 0),
+         "sha256");
+    unsigned char sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+    size_t sigLen = 0;
+    must(mbedtls_pk_sign(&key.pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, sizeof sig, &sigLen,
+                         mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE),
+         "pk_sign");
+    const std::string signature(reinterpret_cast<char*>(sig), sigLen);
+    std::string der = tlv(0x30, tbs + algorithm + tlv(0x03, std::string(1, '\0') + signature));
+    unsigned char pem[8192];
+    size_t pemLen = 0;
+    must(mbedtls_pem_write_buffer("-----BEGIN X509 CRL-----\n", "-----END X509 CRL-----\n",
+                                  reinterpret_cast<const unsigned char*>(der.data()), der.size(),
+                                  pem, sizeof pem, &pemLen),
+         "pem_write");
+    return std::string(reinterpret_cast<char*>(pem));
 }
 
 std::vector<unsigned char> pemToDer(const std::string& pem) {

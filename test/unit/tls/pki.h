@@ -31,6 +31,11 @@ Issued makeCa(const std::string& subject);
 // A leaf signed by `issuer` (digitalSignature; EKU and SANs from the spec).
 Issued issue(const CertSpec& spec, const Issued& issuer);
 
+// A CRL (PEM) signed by `ca`, listing the serial numbers of `revoked` (PEM certificates), valid
+// from an hour ago until `next_update` seconds from now (negative: already out of date).
+std::string makeCrl(const Issued& ca, const std::vector<std::string>& revoked,
+                    int64_t next_update = 86400);
+
 // DER of the first certificate in a PEM string, and its SHA-256 as lower-case hex.
 std::vector<unsigned char> pemToDer(const std::string& pem);
 std::string sha256Hex(const std::vector<unsigned char>& der);
