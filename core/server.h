@@ -110,10 +110,13 @@ public:
     // Fairness between handshakes and established connections. Client handshakes run while the
     // current loop iteration has spent less than kHandshakeBudgetNs on I/O callbacks; past it, a
     // connection with a ClientHello to process is queued, and the queue is worked off after the
-    // poll phase, one budget per iteration, with the poll not blocking while it is non-empty.
-    // So established connections are read and written between handshake steps, whatever the
-    // size of a reconnect storm.
+    // poll phase, with the poll not blocking while it is non-empty. There the queue gets as much
+    // time as the rest of the iteration took (a fair half of the CPU when both compete), at
+    // least kHandshakeBudgetNs and at most kMaxHandshakeBudgetNs. So established connections are
+    // read and written between handshake steps, whatever the size of a reconnect storm, and new
+    // clients still get their handshakes at a steady rate however busy the others keep it.
     static constexpr uint64_t kHandshakeBudgetNs = 2'000'000;
+    static constexpr uint64_t kMaxHandshakeBudgetNs = 8'000'000;
     static constexpr uint64_t kRefusalSummaryMs = 10'000;
     bool handshakeBudgetLeft();
     void deferHandshake(Connection* c);
@@ -174,6 +177,7 @@ private:
     uv_timer_t refusal_timer_;         // the refusal summary's interval
     std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
     uint64_t batch_started_ns_ = 0;  // when this iteration's I/O callbacks began (0 = not yet)
+    uint64_t check_done_ns_ = 0;     // when the last check phase ended
     uint64_t iteration_ = 0;         // loop iterations, counted before each poll
     std::vector<Listener*> accept_pending_;  // listeners with connections left for the check phase
     bool ready_ = false;

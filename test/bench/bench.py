@@ -200,9 +200,11 @@ class NginxTlsProxy:
 
     name = "nginx"
 
-    def __init__(self, workdir, upstream_port, tls, capacity):
+    def __init__(self, workdir, upstream_port, tls, capacity, backlog=None):
         self.port = free_port()
         d = Path(tempfile.mkdtemp(prefix="nginx-tls-", dir=workdir))
+        self.error_log = d / "error.log"
+        listen_backlog = f" backlog={backlog}" if backlog else ""  # None: nginx's default (511)
         (d / "tmp").mkdir()
         conf = d / "nginx.conf"
         t = f"{PROXY_TIMEOUT_S}s"
@@ -225,7 +227,7 @@ http {{
   send_timeout {t};
   upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
   server {{
-    listen 127.0.0.1:{self.port} ssl;
+    listen 127.0.0.1:{self.port} ssl{listen_backlog};
     ssl_certificate {tls.cert};
     ssl_certificate_key {tls.key};
     ssl_protocols TLSv1.2 TLSv1.3;
