@@ -404,9 +404,14 @@ void Connection::driveHandshake(SideId id) {
             if (id == kDown) {
                 ++stats_.handshakes_failed;
                 ++stats_.handshake_failures[size_t(classifyHandshakeFailure(s.tls->error()))];
+                // A refused client certificate: say whose it was.
+                const tls::PeerIdentity& peer = s.tls->info().peer;
                 server_.log().info("TLS handshake failed", {{"listener", rt_->cfg.name},
                                                             {"client", peer_ip_},
-                                                            {"error", s.tls->error()}});
+                                                            {"error", s.tls->error()},
+                                                            {"peer_subject", peer.subject},
+                                                            {"peer_uri", peer.san_uri.empty() ? "" : peer.san_uri.front()},
+                                                            {"peer_dns", peer.san_dns.empty() ? "" : peer.san_dns.front()}});
                 close("TLS handshake failed");
                 return;
             }

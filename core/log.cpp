@@ -151,6 +151,16 @@ std::string timestampNow() {
     return buf;
 }
 
+std::string rfc3339(int64_t unix_seconds) {
+    const time_t t = time_t(unix_seconds);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return buf;
+}
+
 Logger::Logger(int log_fd, int access_fd)
     : log_stream_(log_fd,
                   [this](uint64_t n) {

@@ -100,5 +100,7 @@ void appendJsonEscaped(std::string& out, std::string_view s);
 void appendTextValue(std::string& out, std::string_view s);
 // Current time as RFC 3339 UTC with milliseconds.
 std::string timestampNow();
+// A Unix time as RFC 3339 UTC, seconds precision (certificate validity in logs and messages).
+std::string rfc3339(int64_t unix_seconds);
 
 }  // namespace sidecar::core

@@ -378,6 +378,49 @@ int cmdRun(std::vector<std::string> args) {
     return kExitOk;
 }
 
+// Certificates that have expired, are not yet valid, or expire within 30 days: warnings on
+// stderr, with dates in RFC 3339. The file stays valid (a certificate is replaced in place).
+void warnCertificateDates(const config::Config& cfg, tls::Backend& backend) {
+    constexpr int64_t kSoonSeconds = 30 * 86400;
+    const int64_t now = int64_t(time(nullptr));
+    auto check = [&](const std::string& where, const config::CertKeyPair& pair) {
+        if (pair.certificate.empty()) return;
+        tls::ServerOptions o;
+        o.pair.certificate_path = pair.certificate;
+        o.pair.private_key_path = pair.private_key;
+        o.session_tickets = false;
+        std::string error;
+        std::shared_ptr<tls::Context> ctx = backend.serverContext(o, &error);
+        if (!ctx) return;  // the loader has reported it
+        for (const tls::CertificateInfo& ci : ctx->certificates()) {
+            std::string problem;
+            if (ci.not_after != 0 && ci.not_after < now) {
+                problem = "has EXPIRED (not after " + core::rfc3339(ci.not_after) + ")";
+            } else if (ci.not_before > now) {
+                problem = "is not valid yet (not before " + core::rfc3339(ci.not_before) + ")";
+            } else if (ci.not_after != 0 && ci.not_after < now + kSoonSeconds) {
+                problem = "expires within 30 days (not after " + core::rfc3339(ci.not_after) + ")";
+            }
+            if (!problem.empty()) {
+                std::cerr << "warning: " << where << ": certificate " << pair.certificate << " ("
+                          << ci.subject << ") " << problem << "\n";
+            }
+        }
+    };
+    for (const config::Listener& l : cfg.listeners) {
+        if (l.tls) {
+            check("listener " + l.name, l.tls->pair);
+            for (const config::SniEntry& e : l.tls->sni) check("listener " + l.name + " sni", e.pair);
+        }
+        if (l.upstream.tls && !l.upstream.tls->certificate.empty()) {
+            config::CertKeyPair client;
+            client.certificate = l.upstream.tls->certificate;
+            client.private_key = l.upstream.tls->private_key;
+            check("listener " + l.name + " upstream client certificate", client);
+        }
+    }
+}
+
 int cmdCheckConfig(std::vector<std::string> args) {
     std::string flag;
     bool help = false;
@@ -402,6 +445,7 @@ int cmdCheckConfig(std::vector<std::string> args) {
         std::cerr << path << ": " << res.errors.size() << " error(s)\n";
         return kExitFailure;
     }
+    if (tls::Backend* backend = backends.get(res.config->tls_backend)) warnCertificateDates(*res.config, *backend);
     std::cout << path << ": ok (" << res.config->listeners.size() << " listener(s))\n";
     return kExitOk;
 }

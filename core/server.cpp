@@ -535,10 +535,10 @@ void Server::refreshCertificateGauges() {
             metrics_.certificates.push_back({rt.cfg.name, ci.source, ci.not_after});
             if (ci.not_after != 0 && ci.not_after < now) {
                 log_.error("certificate has EXPIRED", {{"listener", rt.cfg.name}, {"certificate", ci.source},
-                                                       {"subject", ci.subject}, {"not_after", ci.not_after}});
+                                                       {"subject", ci.subject}, {"not_after", rfc3339(ci.not_after)}});
             } else if (ci.not_before > now) {
                 log_.error("certificate is NOT YET VALID", {{"listener", rt.cfg.name}, {"certificate", ci.source},
-                                                            {"subject", ci.subject}, {"not_before", ci.not_before}});
+                                                            {"subject", ci.subject}, {"not_before", rfc3339(ci.not_before)}});
             }
         }
     }

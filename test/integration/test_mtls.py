@@ -214,6 +214,9 @@ def test_required_refuses_bad_clients(mtls_proxy, nginx, pki, client, reason):
     assert "xfcc=" not in r.stdout
     line = p.log.wait_for("TLS handshake failed")
     assert reason in line.lower(), line
+    if client == "not_allowed":
+        # The refusal says whose certificate it was.
+        assert SPIFFE_DB in line and "CN=db" in line, line
     assert nginx.access_log() == ""
 
 

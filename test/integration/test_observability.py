@@ -170,3 +170,23 @@ def test_text_format_applies_to_access_lines(proxies, workdir, web, cert):
     line = p.access.wait_for(" access ")
     assert not line.startswith("{")
     assert " path=/small " in line and " status=200 " in line, line
+
+
+def test_check_config_warns_of_a_certificate_about_to_expire(workdir, cert):
+    crt, key = workdir / "soon.crt", workdir / "soon.key"
+    r = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-subj", "/CN=soon", "-days", "5", "-keyout", str(key), "-out", str(crt)])
+    assert r.returncode == 0, r.stderr
+    cfg = workdir / "soon.yaml"
+    cfg.write_text(base_config(tls_listener("web", free_port(), 80, (crt, key), protocol="http")))
+    r = run([str(BIN), "check-config", str(cfg)])
+    assert r.returncode == 0, r.stderr  # still a valid file
+    assert "expires within 30 days (not after " in r.stderr, r.stderr
+    # The date is RFC 3339, the one openssl prints.
+    end = run(["openssl", "x509", "-noout", "-enddate", "-in", str(crt)]).stdout
+    when = time.strptime(end.strip().split("=", 1)[1], "%b %d %H:%M:%S %Y %Z")
+    assert time.strftime("%Y-%m-%dT%H:%M:%SZ", when) in r.stderr, (end, r.stderr)
+    # A certificate good for years draws no warning.
+    cfg.write_text(base_config(tls_listener("web", free_port(), 80, cert, protocol="http")))
+    r = run([str(BIN), "check-config", str(cfg)])
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

@@ -261,7 +261,10 @@ int MbedSession::verifyClient(void* p, mbedtls_x509_crt* crt, int depth, uint32_
     try {
         PeerIdentity identity;
         fillPeerIdentity(*crt, &identity);
-        if (!allowListMatches(s->ctx_->allow(), identity)) *flags |= MBEDTLS_X509_BADCERT_OTHER;
+        if (!allowListMatches(s->ctx_->allow(), identity)) {
+            *flags |= MBEDTLS_X509_BADCERT_OTHER;
+            s->info_.peer = std::move(identity);  // for the log line: whose certificate was refused
+        }
     } catch (...) {
         *flags |= MBEDTLS_X509_BADCERT_OTHER;
     }

@@ -323,6 +323,7 @@ int OsslSession::verifyChain(X509_STORE_CTX* store) noexcept {
             PeerIdentity identity;
             fillPeerIdentity(X509_STORE_CTX_get0_cert(store), &identity);
             allowed = allowListMatches(ctx_->allow(), identity);
+            if (!allowed) info_.peer = std::move(identity);  // for the log line: whose it was
         } catch (...) {
         }
         if (!allowed) {
