@@ -149,9 +149,10 @@ def tool_version(argv, pattern=None):
 class SidecarProxy:
     """sidecar terminating TLS (HTTP or TCP mode); relay=True: a plain TCP listener, no TLS."""
 
-    def __init__(self, binary, workdir, upstream_port, tls, backend=None, protocol="http", relay=False):
+    def __init__(self, binary, workdir, upstream_port, tls, backend=None, protocol="http", relay=False,
+                 limits=False):
         self.port = free_port()
-        self.name = sidecar_name(backend, protocol, relay)
+        self.name = sidecar_name(backend, protocol, relay) + (" +limits" if limits else "")
         front = "protocol: tcp" if relay else f"""protocol: {protocol}
     tls:
       certificate: {tls.cert}
@@ -169,7 +170,7 @@ class SidecarProxy:
 {http_block}    timeouts: {{ handshake: {t}, idle: {t}, header: {t} }}
     limits:
       max_connections: 100000
-admin:
+{LIMITS if limits else ""}admin:
   enabled: false
 log:
   level: warn
@@ -186,6 +187,15 @@ log:
 
     def stop(self):
         stop_process(self.proc, signal.SIGTERM, timeout=30)
+
+
+# Every rate limit configured, none of them reached by the benchmark's load: their bookkeeping is
+# what the "+limits" rows cost.
+LIMITS = """      connection_rate: { rate: 1000000/s, burst: 1000000 }
+      per_client: { max_connections: 1000000, connection_rate: { rate: 1000000/s, burst: 1000000 } }
+      request_rate: { rate: 1000000/s, burst: 1000000, key: client }
+      upstream_concurrency: { max: 1000000, queue: 1000 }
+"""
 
 
 def sidecar_name(backend, protocol="http", relay=False):
@@ -362,6 +372,9 @@ class Lineup:
         if http:
             for b in self.backends:
                 out[sidecar_name(b)] = lambda b=b: SidecarProxy(a.bin, self.tmp, up, tls, backend=b)
+                if getattr(a, "limits", False):
+                    out[sidecar_name(b) + " +limits"] = lambda b=b: SidecarProxy(a.bin, self.tmp, up, tls,
+                                                                                backend=b, limits=True)
             out["nginx"] = lambda: NginxTlsProxy(self.tmp, up, tls, self.capacity)
             if self.have["haproxy"]:
                 out["haproxy"] = lambda: HaproxyTlsProxy(self.tmp, up, tls, self.capacity)
@@ -537,6 +550,10 @@ def bench_cpu(args, lineup):
              ["proxy", "CPU s / 100k req", "user s", "sys s", "req/s"],
              [[name, fmt(m[0], 2), fmt(m[1], 2), fmt(m[2], 2), fmt(m[3], 0)] for name, m in med.items()])
     print_ratios(list(med), ["CPU/request"], {k: [v[0]] for k, v in med.items()})
+    for name in med:
+        if name.endswith(" +limits") and name[:-len(" +limits")] in med:
+            print(f"  ratio {name}/{name[:-len(' +limits')]} (rate limits and the upstream cap configured, "
+                  f"none reached): {ratio(med[name][0], med[name[:-len(' +limits')]][0])}")
     if "sidecar relay" in med and "nginx" in med:
         print(f"  ratio sidecar relay/nginx (the same reads and writes with no TLS and no parsing): "
               f"{ratio(med['sidecar relay'][0], med['nginx'][0])}")
@@ -897,6 +914,8 @@ def main():
                     help="the one TLS 1.3 cipher curl offers in bulk, so that every proxy encrypts alike "
                          "('default': curl's list, and each proxy picks)")
     ap.add_argument("--proxies", help="comma-separated subset, e.g. sidecar-mbedtls,nginx")
+    ap.add_argument("--limits", action="store_true",
+                    help="cpu: also each sidecar row with every limit configured but never reached")
     args = ap.parse_args()
 
     if TWO_CPUS:
