@@ -189,7 +189,12 @@ void checkCertificates(Reader& reader, const Positions& positions, const Validat
             problem = "the certificate check failed";
         }
         if (problem && !check.pair) badCas.push_back(check.file);
-        if (problem) reader.error(check.mark, check.path, *problem);
+        // A problem that names the key file and not the certificate is the key's: its line.
+        const bool keyOnly = problem && check.pair && problem->find(check.privateKey) != std::string::npos &&
+                             problem->find(check.file) == std::string::npos;
+        if (problem) {
+            reader.error(keyOnly ? check.keyMark : check.mark, keyOnly ? check.keyPath : check.path, *problem);
+        }
     }
     for (const auto& check : positions.crls) {
         if (!validators.crl) break;

@@ -177,8 +177,8 @@ void readPair(Reader& reader, const MapReader& map, CertKeyPair& pair, Positions
     if (certificate) pair.certificate = *certificate;
     if (key) pair.private_key = *key;
     if (certificate && key) {
-        positions.certificates.push_back(
-            {true, certificateField->path, *certificate, *key, certificateField->keyMark});
+        positions.certificates.push_back({true, certificateField->path, *certificate, *key,
+                                          certificateField->keyMark, keyField->path, keyField->keyMark});
     }
 }
 
@@ -345,8 +345,8 @@ std::optional<UpstreamTls> readUpstreamTls(Reader& reader, const Field& field,
     if (certificate) tls.certificate = *certificate;
     if (key) tls.private_key = *key;
     if (certificate && key) {
-        positions.certificates.push_back(
-            {true, certificateField->path, *certificate, *key, certificateField->keyMark});
+        positions.certificates.push_back({true, certificateField->path, *certificate, *key,
+                                          certificateField->keyMark, keyField->path, keyField->keyMark});
     }
     readVersions(reader, map, tls.min_version, tls.max_version);
     readPolicy(reader, map, tls.min_version, tls.max_version, tls.policy);

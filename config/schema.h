@@ -31,6 +31,8 @@ struct Positions {
         std::string file;        // certificate or CA file
         std::string privateKey;  // key file, for a pair
         Mark mark;
+        std::string keyPath;  // for a pair: the private_key setting and its position, where a
+        Mark keyMark;         // problem with the key file alone is reported
     };
     // A client CRL file, checked against its listener's CA bundle.
     struct CrlCheck {

@@ -190,3 +190,25 @@ def test_check_config_warns_of_a_certificate_about_to_expire(workdir, cert):
     cfg.write_text(base_config(tls_listener("web", free_port(), 80, cert, protocol="http")))
     r = run([str(BIN), "check-config", str(cfg)])
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("key_text, message", [
+    (None, "cannot read"),
+    ("junk\n", "cannot parse private key"),
+])
+def test_a_bad_key_file_is_reported_at_the_key(workdir, cert, key_text, message):
+    key = workdir / "bad.key"
+    if key_text is not None:
+        key.write_text(key_text)
+    cfg = workdir / "k.yaml"
+    cfg.write_text(f"""listeners:
+  - name: web
+    listen: 127.0.0.1:{free_port()}
+    tls:
+      certificate: {cert[0]}
+      private_key: {key}
+    upstream: {{ address: 127.0.0.1:80 }}
+""")
+    r = run([str(BIN), "check-config", str(cfg)])
+    assert r.returncode == 1
+    assert f"k.yaml:6:7: listeners[0].tls.private_key: {message}" in r.stderr, r.stderr
