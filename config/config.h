@@ -175,6 +175,7 @@ struct HttpOptions {
     ForwardedMode forwarded = ForwardedMode::XForwarded;
     bool access_log = true;
     bool client_cert_header = true;  // X-Forwarded-Client-Cert when a client certificate verified
+    bool request_id = false;  // give requests without X-Request-Id one (forwarded and logged)
 };
 
 struct Listener {

@@ -579,7 +579,10 @@ void readLimits(Reader& reader, const Field& field, Limits& limits) {
 }
 
 void readHttp(Reader& reader, const Field& field, HttpOptions& http) {
-    MapReader map(reader, field, {"forwarded", "access_log", "client_cert_header"});
+    MapReader map(reader, field, {"forwarded", "access_log", "client_cert_header", "request_id"});
+    if (auto id = map.get("request_id")) {
+        if (auto value = reader.boolean(*id)) http.request_id = *value;
+    }
     if (auto forwarded = map.get("forwarded")) {
         if (auto value = reader.choice<ForwardedMode>(*forwarded,
                                                       {{"x-forwarded", ForwardedMode::XForwarded},

@@ -1,6 +1,9 @@
 #include "core/connection.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "core/proxy_protocol.h"
@@ -19,6 +22,24 @@ const char kPlainHttpAnswer[] =
     "Client sent a plain HTTP request to an HTTPS port.\n";
 
 int versionIndex(const std::string& v) { return v == "TLSv1.3" ? 1 : 0; }
+
+}  // namespace
+
+namespace {
+
+// Unique to this process and connection: 8 random hex digits drawn once, then a connection
+// number (the codec appends the request's number on the connection).
+std::string requestIdPrefix() {
+    static const std::string process = [] {
+        uint32_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != ssize_t(sizeof r)) r = uint32_t(uv_hrtime());
+        char buf[9];
+        std::snprintf(buf, sizeof buf, "%08x", r);
+        return std::string(buf);
+    }();
+    static uint64_t connections = 0;
+    return process + "-" + std::to_string(++connections);
+}
 
 }  // namespace
 
@@ -680,6 +701,7 @@ void Connection::startCodec() {
     f.client_port = peer_port_;
     f.proto = d.tls ? "https" : "http";
     if (d.tls && cfg.http.client_cert_header) f.client_cert = clientCertHeader();
+    if (cfg.http.request_id) f.request_id_prefix = requestIdPrefix();
     codec_ = std::make_unique<http::Codec>(o, f, static_cast<http::CodecEvents&>(*this));
     if (drain_since_ms_ != 0) codec_->setDraining();
     // The first request head must arrive within the header timeout of this moment.

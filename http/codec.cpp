@@ -319,6 +319,7 @@ Codec::Codec(const CodecOptions& options, const ConnectionFacts& facts, CodecEve
     const std::string ip = withoutControls(facts.client_ip);
     const std::string proto = withoutControls(facts.proto);
     fallback_host_ = withoutControls(facts.local_host);
+    request_id_prefix_ = withoutControls(facts.request_id_prefix);
     switch (options_.forwarded) {
         case ForwardedMode::XForwarded:
             inject_ = "X-Forwarded-For: " + ip + "\r\nX-Forwarded-Proto: " + proto + "\r\n";
@@ -538,10 +539,9 @@ int Codec::buildRequestHead() {
     const std::string_view admission = options_.admission_header;
     admission_key_.clear();
     const bool log_fields = options_.log_fields;
-    if (log_fields) {
-        user_agent_.clear();
-        request_id_.clear();
-    }
+    const bool want_request_id = log_fields || !request_id_prefix_.empty();
+    if (log_fields) user_agent_.clear();
+    if (want_request_id) request_id_.clear();
     out_.clear();
     out_.append(head.data(), line.size() + 2);
     std::string_view host;
@@ -554,12 +554,10 @@ int Codec::buildRequestHead() {
         if (!admission.empty() && admission_key_.empty() && equalsLower(name, admission)) {
             admission_key_.assign(value);
         }
-        if (log_fields) {
-            if (name.size() == 10 && equalsLower(name, "user-agent")) {
-                user_agent_.assign(value);
-            } else if (name.size() == 12 && equalsLower(name, "x-request-id")) {
-                request_id_.assign(value);
-            }
+        if (log_fields && name.size() == 10 && equalsLower(name, "user-agent")) {
+            user_agent_.assign(value);
+        } else if (want_request_id && name.size() == 12 && equalsLower(name, "x-request-id")) {
+            request_id_.assign(value);
         }
         switch (name.size()) {
             case 4:
@@ -623,6 +621,12 @@ int Codec::buildRequestHead() {
             break;
         case ForwardedMode::None:
             break;
+    }
+    if (!request_id_prefix_.empty() && request_id_.empty()) {
+        request_id_ = request_id_prefix_ + "-" + std::to_string(++request_ids_);
+        out_ += "X-Request-Id: ";
+        out_ += request_id_;
+        out_ += "\r\n";
     }
     out_ += xfcc_line_;
     out_ += "\r\n";

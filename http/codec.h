@@ -40,6 +40,9 @@ struct ConnectionFacts {
     std::string proto = "https";
     std::string local_host;   // X-Forwarded-Host / host= when a request carries no Host
     std::string client_cert;  // value for X-Forwarded-Client-Cert, empty = none
+    // Non-empty: a request without X-Request-Id gets "X-Request-Id: <prefix>-<n>" (n counts this
+    // connection's requests from 1), forwarded and logged.
+    std::string request_id_prefix;
 };
 
 struct Exchange {
@@ -222,6 +225,8 @@ private:
     uint64_t discard_seq_ = 0;          // a refused request whose body is dropped
     std::string admission_key_;         // value of options_.admission_header in this head
     std::string authority_, user_agent_, request_id_;  // of this head, with options_.log_fields
+    std::string request_id_prefix_;
+    uint64_t request_ids_ = 0;  // ids generated on this connection
 
     std::vector<Pending> pending_;  // ring buffer; entries and their strings are reused
     size_t pending_head_ = 0;

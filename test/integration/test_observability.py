@@ -212,3 +212,30 @@ def test_a_bad_key_file_is_reported_at_the_key(workdir, cert, key_text, message)
     r = run([str(BIN), "check-config", str(cfg)])
     assert r.returncode == 1
     assert f"k.yaml:6:7: listeners[0].tls.private_key: {message}" in r.stderr, r.stderr
+
+
+def test_request_ids_generated_forwarded_and_logged(proxies, workdir, cert):
+    from test_http_targets import RecordingApp
+    app = RecordingApp()
+    try:
+        port = free_port()
+        p = start(proxies, workdir, tls_listener("web", port, app.port, cert, protocol="http",
+                                                 extra="    http:\n      request_id: true"))
+        c = Client(port, cert[0])
+        c.send(get("/one"))
+        c.response()
+        c.send(get("/two", extra="X-Request-Id: mine-7\r\n"))
+        c.response()
+        c.send(get("/three"))
+        c.response()
+        c.close()
+        received = app.wait_for(b"/three").decode()
+        ids = [line.split(": ", 1)[1] for line in received.split("\r\n")
+               if line.lower().startswith("x-request-id:")]
+        # Generated where the client sent none (one per request, the client's kept as it is).
+        assert len(ids) == 3 and ids[1] == "mine-7", received
+        assert ids[0] != ids[2] and ids[0].rsplit("-", 1)[0] == ids[2].rsplit("-", 1)[0]
+        recs = access_records(p, 3)
+        assert [r["request_id"] for r in recs] == ids
+    finally:
+        app.close()
