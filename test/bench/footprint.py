@@ -149,7 +149,7 @@ def print_archives(map_path):
 
 def make_cert(binary, workdir):
     out = Path(workdir) / "tls"
-    subprocess.run([binary, "gen-cert", "--out", str(out)], check=True, capture_output=True)
+    subprocess.run([binary, "gen-cert", "--out", str(out), "--force"], check=True, capture_output=True)
     return out / "tls.crt", out / "tls.key"
 
 
