@@ -517,7 +517,14 @@ TEST_CASE("backpressure: a client that does not read stops the proxy reading the
     a.writeFiller(body);
     // The app sends until the proxy stops taking its bytes, then stays stuck.
     REQUIRE_FALSE(h.runUntil([&] { return a.unsent() == 0; }, 500));
-    const size_t stalled = a.sent;
+    // The queues on the way may still be filling on a slow machine: wait until the app's count
+    // stops moving for 200 ms (at most 5 s), then it must stay put.
+    size_t stalled = a.sent;
+    for (int i = 0; i < 25; ++i) {
+        h.runFor(200);
+        if (a.sent == stalled) break;
+        stalled = a.sent;
+    }
     h.runFor(200);
     CHECK(a.sent == stalled);
 
