@@ -118,12 +118,9 @@ void Connection::enter(State s) {
 
 // HTTP mode: derives the state from where the codec stands, after a codec call has returned.
 void Connection::settle() {
-    if (!codec_ || state_ == State::Closed) return;
-    if (slot_ == Slot::Held && (codec_->idleBetweenRequests() || state_ == State::Flushing ||
-                                codec_->phase() == http::Codec::Phase::Closed)) {
-        releaseSlot();
-    }
-    if (state_ == State::Flushing) return;
+    if (!codec_ || state_ == State::Flushing || state_ == State::Closed) return;
+    // Nothing in flight: the upstream slot goes back (closeAfterFlush gives it back otherwise).
+    if (slot_ == Slot::Held && codec_->idleBetweenRequests()) releaseSlot();
     if (!sides_[kUp].inited && !upstream_hold_.empty()) {
         connectUpstream();
         return;
@@ -233,7 +230,6 @@ void Connection::expire() {
                 close("draining");
                 return;
             }
-            ++stats_.handshake_timeouts;
             ++stats_.handshake_failures[size_t(HandshakeFailure::Timeout)];
             server_.log().info("TLS handshake timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
             close("handshake timeout");
@@ -385,7 +381,6 @@ bool Connection::checkFirstByte(uint8_t byte) {
         enter(State::Handshake);
         return true;
     }
-    ++stats_.handshakes_failed;
     const bool http = byte >= 'A' && byte <= 'Z';
     ++stats_.handshake_failures[size_t(http ? HandshakeFailure::PlainHttp : HandshakeFailure::NotTls)];
     if (http) {
@@ -423,7 +418,6 @@ void Connection::driveHandshake(SideId id) {
         case tls::Result::Eof:
         case tls::Result::Error:
             if (id == kDown) {
-                ++stats_.handshakes_failed;
                 ++stats_.handshake_failures[size_t(classifyHandshakeFailure(s.tls->error()))];
                 // A refused client certificate: say whose it was.
                 const tls::PeerIdentity& peer = s.tls->info().peer;
@@ -768,8 +762,7 @@ http::Admission Connection::admitRequest(const http::Exchange& ex, std::string_v
     if (!cap.enabled()) return {};
     ConcurrencyGate& gate = rt_->limiter->upstream();
     const ConcurrencyGate::Result r = gate.acquire(cap.max, cap.queue, reinterpret_cast<uintptr_t>(this));
-    stats_.upstream_in_flight = gate.inUse();
-    stats_.upstream_queued = int64_t(gate.waiting());
+    showGate(stats_, gate);
     switch (r) {
         case ConcurrencyGate::Result::Acquired:
             slot_ = Slot::Held;
@@ -808,8 +801,7 @@ void Connection::releaseSlot() {
     ConcurrencyGate& gate = rt_->limiter->upstream();
     // A waiter already granted (and not yet told) holds a slot too.
     if (held || !gate.cancel(reinterpret_cast<uintptr_t>(this))) server_.releaseUpstreamSlot(this, *rt_->limiter);
-    stats_.upstream_in_flight = gate.inUse();
-    stats_.upstream_queued = int64_t(gate.waiting());
+    showGate(stats_, gate);
 }
 
 void Connection::refuseBusy() {
@@ -1041,10 +1033,7 @@ void Connection::onEof(SideId id) {
     s.eof = true;
     updateReading(id);
     if (id == kDown && (state_ == State::FirstByte || s.handshaking)) {
-        if (s.tls) {
-            ++stats_.handshakes_failed;
-            ++stats_.handshake_failures[size_t(HandshakeFailure::PeerClosed)];
-        }
+        if (s.tls) ++stats_.handshake_failures[size_t(HandshakeFailure::PeerClosed)];
         close("client closed during the TLS handshake");
         return;
     }

@@ -337,8 +337,8 @@ std::string Metrics::render() const {
         std::string l = listenerLabel(key);
         sample(out, "sidecar_tls_handshakes_total", l + ",version=\"1.2\",result=\"ok\"", double(s->handshakes_ok[0]));
         sample(out, "sidecar_tls_handshakes_total", l + ",version=\"1.3\",result=\"ok\"", double(s->handshakes_ok[1]));
-        sample(out, "sidecar_tls_handshakes_total", l + ",version=\"\",result=\"failed\"", double(s->handshakes_failed));
-        sample(out, "sidecar_tls_handshakes_total", l + ",version=\"\",result=\"timeout\"", double(s->handshake_timeouts));
+        sample(out, "sidecar_tls_handshakes_total", l + ",version=\"\",result=\"failed\"", double(s->handshakesFailed()));
+        sample(out, "sidecar_tls_handshakes_total", l + ",version=\"\",result=\"timeout\"", double(s->handshakeTimeouts()));
     }
     header(out, "sidecar_tls_handshake_failures_total", "counter",
            "Failed or timed-out TLS handshakes with clients, by reason.");

@@ -94,9 +94,14 @@ struct ListenerStats {
     // TLS handshakes by version (index 0: TLS 1.2, 1: TLS 1.3) that succeeded, and failures.
     std::array<uint64_t, 2> handshakes_ok{};
     std::array<uint64_t, 2> handshakes_resumed{};
-    uint64_t handshakes_failed = 0;
-    uint64_t handshake_timeouts = 0;
+    // Failed and timed-out client handshakes by reason; the totals are derived from it.
     std::array<uint64_t, size_t(HandshakeFailure::Count)> handshake_failures{};
+    uint64_t handshakeTimeouts() const { return handshake_failures[size_t(HandshakeFailure::Timeout)]; }
+    uint64_t handshakesFailed() const {
+        uint64_t n = 0;
+        for (uint64_t v : handshake_failures) n += v;
+        return n - handshakeTimeouts();
+    }
     Histogram handshake_seconds;
     Histogram upstream_connect_seconds;  // connect (and TLS origination) until the app is ready
     Histogram connection_seconds;        // accept to close, connections that were served

@@ -705,8 +705,7 @@ void Server::reloadConfig() {
         ListenerLimiter& limiter = *runtimes[i]->limiter;
         limiter.setUpstreamCap(lc.limits.upstream_concurrency);
         grantWaiters(limiter);
-        runtimes[i]->stats->upstream_in_flight = limiter.upstream().inUse();
-        runtimes[i]->stats->upstream_queued = int64_t(limiter.upstream().waiting());
+        showGate(*runtimes[i]->stats, limiter.upstream());
         std::string fp = materialFingerprint(lc);
         auto known = fingerprints_.find(lc.name);
         if ((lc.tls || lc.upstream.tls) && known != fingerprints_.end() && known->second != fp) {

@@ -39,6 +39,12 @@ struct ListenerRuntime {
     ListenerLimiter* limiter = nullptr;  // owned by the Server, kept across reloads
 };
 
+// The upstream_concurrency gauges of a listener, from its gate.
+inline void showGate(ListenerStats& stats, const ConcurrencyGate& gate) {
+    stats.upstream_in_flight = gate.inUse();
+    stats.upstream_queued = int64_t(gate.waiting());
+}
+
 class Listener {
 public:
     Listener(Server& server, std::shared_ptr<const ListenerRuntime> runtime);

@@ -77,8 +77,8 @@ TEST_CASE("TLS listener: a first byte that starts neither TLS nor HTTP closes at
     REQUIRE(h.runUntil([&] { return c.closed(); }));
     CHECK(clock.ms() < 2000);  // not the handshake deadline
     CHECK(c.in.empty());       // no TLS session: not even an alert
-    CHECK(h.stats().handshakes_failed == 1);
-    CHECK(h.stats().handshake_timeouts == 0);
+    CHECK(h.stats().handshakesFailed() == 1);
+    CHECK(h.stats().handshakeTimeouts() == 0);
     CHECK(h.stats().active == 0);
     CHECK(app.accepted() == 0);
 }
@@ -93,8 +93,8 @@ TEST_CASE("TLS listener: a plain HTTP request gets a 400 and the connection ends
     CHECK_THAT(c.in, StartsWith("HTTP/1.1 400 Bad Request\r\n"));
     CHECK_THAT(c.in, ContainsSubstring("Connection: close\r\n"));
     CHECK_THAT(c.in, ContainsSubstring("plain HTTP request to an HTTPS port"));
-    CHECK(h.stats().handshakes_failed == 1);
-    CHECK(h.stats().handshake_timeouts == 0);
+    CHECK(h.stats().handshakesFailed() == 1);
+    CHECK(h.stats().handshakeTimeouts() == 0);
     CHECK(app.accepted() == 0);
 }
 
@@ -107,8 +107,8 @@ TEST_CASE("TLS listener: a client that sends nothing is closed at the handshake 
     REQUIRE(h.runUntil([&] { return c.closed(); }));
     CHECK(clock.ms() >= 250);
     CHECK(c.in.empty());
-    CHECK(h.stats().handshake_timeouts == 1);
-    CHECK(h.stats().handshakes_failed == 0);
+    CHECK(h.stats().handshakeTimeouts() == 1);
+    CHECK(h.stats().handshakesFailed() == 0);
     CHECK_THAT(h.metrics().render(),
                ContainsSubstring("sidecar_tls_handshakes_total{listener=\"web\",version=\"\","
                                  "result=\"timeout\"} 1\n"));
@@ -127,7 +127,7 @@ TEST_CASE("TLS listener: a handshake that stalls after the ClientHello is closed
     REQUIRE(h.runUntil([&] { return c.closed(); }));
     CHECK(clock.ms() >= 250);
     CHECK(clock.ms() < 3000);
-    CHECK(h.stats().handshake_timeouts == 1);
+    CHECK(h.stats().handshakeTimeouts() == 1);
     CHECK(handshakesOk(h.stats()) == 0);
     CHECK(app.accepted() == 0);
 }
