@@ -19,7 +19,7 @@ FROM debian:13.2-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config libuv1-dev libmbedtls-dev libssl-dev libllhttp-dev \
-      libyaml-cpp-dev libc-ares-dev \
+      libyaml-cpp-dev libc-ares-dev libnghttp2-dev \
       catch2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -171,11 +171,21 @@ struct Limits {
 enum class Protocol { Tcp, Http };
 enum class ForwardedMode { XForwarded, Forwarded, None };
 
+// HTTP/2 terminated on a TLS HTTP listener: ALPN offers h2, and each stream goes to the app as
+// an HTTP/1.1 request with every guarantee of HTTP/1.1 mode.
+struct Http2 {
+    bool enabled = false;
+    uint32_t max_concurrent_streams = 100;
+    uint32_t initial_window = 65535;  // per-stream receive window, bytes
+    uint32_t upstream_pool = 16;      // idle keep-alive app connections kept per client connection
+};
+
 struct HttpOptions {
     ForwardedMode forwarded = ForwardedMode::XForwarded;
     bool access_log = true;
     bool client_cert_header = true;  // X-Forwarded-Client-Cert when a client certificate verified
     bool request_id = false;  // give requests without X-Request-Id one (forwarded and logged)
+    Http2 http2;
 };
 
 struct Listener {

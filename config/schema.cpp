@@ -578,8 +578,31 @@ void readLimits(Reader& reader, const Field& field, Limits& limits) {
     }
 }
 
+void readHttp2(Reader& reader, const Field& field, Http2& h2) {
+    if (field.value.IsScalar()) {
+        if (auto value = reader.boolean(field)) h2.enabled = *value;
+        return;
+    }
+    MapReader map(reader, field, {"enabled", "max_concurrent_streams", "initial_window", "upstream_pool"});
+    h2.enabled = true;
+    if (auto enabled = map.get("enabled")) {
+        if (auto value = reader.boolean(*enabled)) h2.enabled = *value;
+    }
+    if (auto streams = map.get("max_concurrent_streams")) {
+        if (auto value = reader.integer(*streams, 1, 1000)) h2.max_concurrent_streams = uint32_t(*value);
+    }
+    if (auto window = map.get("initial_window")) {
+        // RFC 9113 6.9.2: at most 2^31-1; below 1 KiB a stream would crawl.
+        if (auto value = reader.integer(*window, 1024, 16 * 1024 * 1024)) h2.initial_window = uint32_t(*value);
+    }
+    if (auto pool = map.get("upstream_pool")) {
+        if (auto value = reader.integer(*pool, 0, 1000)) h2.upstream_pool = uint32_t(*value);
+    }
+}
+
 void readHttp(Reader& reader, const Field& field, HttpOptions& http) {
-    MapReader map(reader, field, {"forwarded", "access_log", "client_cert_header", "request_id"});
+    MapReader map(reader, field, {"forwarded", "access_log", "client_cert_header", "request_id", "http2"});
+    if (auto h2 = map.get("http2")) readHttp2(reader, *h2, http.http2);
     if (auto id = map.get("request_id")) {
         if (auto value = reader.boolean(*id)) http.request_id = *value;
     }
@@ -599,14 +622,47 @@ void readHttp(Reader& reader, const Field& field, HttpOptions& http) {
     }
 }
 
-// h2 negotiated by ALPN is tunneled to the app unparsed: none of the listener's header edits
-// apply to it, so the forwarding and client-certificate headers that the app trusts would be
-// whatever the client sent. h2 is offered only where the listener sets none of them. A tcp
-// listener edits no headers (its PROXY protocol header carries the client's address apart from
-// the stream), so any ALPN is fine there.
+// h2 terminated here (http.http2) is parsed stream by stream and gets the listener's header
+// edits. Without it, h2 negotiated by ALPN is tunneled to an h2c app unparsed: none of the
+// listener's header edits apply to it, so the forwarding and client-certificate headers that
+// the app trusts would be whatever the client sent. That tunnel is offered only where the
+// listener sets none of them. A tcp listener edits no headers (its PROXY protocol header carries
+// the client's address apart from the stream), so any ALPN is fine there.
 void checkH2(Reader& reader, const Listener& listener, const std::optional<Field>& tls,
-             const std::optional<Field>& upstream) {
-    if (listener.protocol != Protocol::Http) return;
+             const std::optional<Field>& upstream, const std::optional<Field>& http,
+             const std::optional<Field>& limits) {
+    if (listener.protocol != Protocol::Http) {
+        if (listener.http.http2.enabled && http) {
+            reader.error(toMark(http->value["http2"].Mark()), http->path + ".http2",
+                         "http2 needs protocol: http (a tcp listener relays bytes, whatever the protocol)");
+        }
+        return;
+    }
+    if (listener.http.http2.enabled && http) {
+        const YAML::Node& node = http->value["http2"];
+        const std::string path = http->path + ".http2";
+        if (!listener.tls) {
+            reader.error(toMark(node.Mark()), path,
+                         "http2 needs a TLS listener: clients choose h2 by ALPN in the TLS handshake");
+        }
+        if (listener.upstream.http2) {
+            reader.error(toMark(node.Mark()), path,
+                         "streams go to the app as HTTP/1.1 when http2 is terminated here; an h2c app "
+                         "(upstream.http2) is not supported with it, so turn one of them off");
+        }
+        if (listener.upstream.tls || listener.upstream.proxy_protocol != 0) {
+            reader.error(toMark(node.Mark()), path,
+                         "http2 termination reaches the app over plain TCP only: upstream.tls and "
+                         "upstream.proxy_protocol are not supported with it");
+        }
+        if (listener.limits.upstream_concurrency.enabled() && limits) {
+            reader.error(toMark(limits->value["upstream_concurrency"].Mark()),
+                         limits->path + ".upstream_concurrency",
+                         "upstream_concurrency does not apply to HTTP/2 streams; it cannot be combined "
+                         "with http.http2");
+        }
+        return;
+    }
     std::string needed;
     if (listener.http.forwarded != ForwardedMode::None) needed = "http.forwarded: none";
     if (listener.http.client_cert_header) {
@@ -632,7 +688,7 @@ void checkH2(Reader& reader, const Listener& listener, const std::optional<Field
     const size_t index = size_t(h2 - alpn.begin());
     reader.error(toMark(node["alpn"][index].Mark()),
                  tls->path + ".alpn[" + std::to_string(index) + "]",
-                 why + ", or remove h2 from the list");
+                 why + ", set http.http2: true to terminate h2 here, or remove h2 from the list");
 }
 
 void readListener(Reader& reader, const Field& field, Config& config, Positions& positions) {
@@ -675,7 +731,8 @@ void readListener(Reader& reader, const Field& field, Config& config, Positions&
                      positions);
     }
     if (auto timeouts = map.get("timeouts")) readTimeouts(reader, *timeouts, listener.timeouts);
-    if (auto limits = map.get("limits")) {
+    const std::optional<Field> limits = map.get("limits");
+    if (limits) {
         readLimits(reader, *limits, listener.limits);
         if (listener.protocol != Protocol::Http && !listener.limits.request_rate.empty()) {
             reader.error(toMark(limits->value["request_rate"].Mark()), limits->path + ".request_rate",
@@ -687,8 +744,9 @@ void readListener(Reader& reader, const Field& field, Config& config, Positions&
                          "upstream_concurrency needs protocol: http (a tcp listener sees no requests)");
         }
     }
-    if (auto http = map.get("http")) readHttp(reader, *http, listener.http);
-    checkH2(reader, listener, tls, upstream);
+    const std::optional<Field> http = map.get("http");
+    if (http) readHttp(reader, *http, listener.http);
+    checkH2(reader, listener, tls, upstream, http, limits);
     config.listeners.push_back(std::move(listener));
     positions.listeners.push_back(at);
 }

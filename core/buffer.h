@@ -56,6 +56,7 @@ struct WriteReq {
     size_t size = 0;  // bytes handed to libuv (data[offset..])
     Connection* conn = nullptr;
     int side = 0;
+    void* owner = nullptr;  // an HTTP/2 stream's app connection (core/h2_link), else null
 };
 
 class WriteReqPool {

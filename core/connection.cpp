@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/h2_link.h"
 #include "core/proxy_protocol.h"
 #include "core/server.h"
 
@@ -118,6 +119,10 @@ void Connection::enter(State s) {
 
 // HTTP mode: derives the state from where the codec stands, after a codec call has returned.
 void Connection::settle() {
+    if (h2_) {
+        settleH2();
+        return;
+    }
     if (!codec_ || state_ == State::Flushing || state_ == State::Closed) return;
     // Nothing in flight: the upstream slot goes back (closeAfterFlush gives it back otherwise).
     if (slot_ == Slot::Held && codec_->idleBetweenRequests()) releaseSlot();
@@ -148,6 +153,21 @@ void Connection::settle() {
         case http::Codec::Phase::Closed: closeAfterFlush("HTTP exchange ended the connection"); return;
     }
     // A completed exchange starts the next one's deadlines afresh, even in the same state.
+    if (next != state_ || completed_ != entered_completed_) {
+        enter(next);
+    } else {
+        rearm();
+    }
+}
+
+void Connection::settleH2() {
+    if (state_ == State::Flushing || state_ == State::Closed || state_ == State::Handshake) return;
+    if (sides_[kDown].eof) {
+        closeAfterFlush("client finished");
+        return;
+    }
+    // The streams keep their own deadlines (core/h2_link); the connection's is idle time.
+    const State next = h2_->openStreams() != 0 ? State::Transfer : State::Idle;
     if (next != state_ || completed_ != entered_completed_) {
         enter(next);
     } else {
@@ -223,6 +243,16 @@ void Connection::expire() {
     const uint64_t now = uv_now(server_.loop());
     const bool drained = drain_since_ms_ != 0 &&
                          now >= std::max(drain_since_ms_, last_activity_ms_) + kDrainIdleGraceMs;
+    if (h2_ && (state_ == State::Idle || state_ == State::Transfer)) {
+        if (drained) {
+            closeAfterFlush("draining");
+            return;
+        }
+        ++stats_.idle_timeouts;
+        server_.log().debug("idle timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
+        close("idle timeout");
+        return;
+    }
     switch (state_) {
         case State::FirstByte:
         case State::Handshake:
@@ -301,6 +331,12 @@ void Connection::expire() {
 
 size_t Connection::room(SideId from) const {
     const Side& to = sides_[1 - from];
+    // HTTP/2: the client is read while what is queued for it stays below the mark (the streams'
+    // own bounds are the session's flow-control windows).
+    if (h2_) {
+        const Side& d = sides_[kDown];
+        return d.pending >= kHighWatermark ? 0 : kHighWatermark - d.pending + kReadSlack;
+    }
     // HTTP, a request waits for its turn: the client is not read meanwhile.
     if (from == kDown && slot_ == Slot::Waiting) return 0;
     // HTTP before the app's connection is opened: the codec needs the request head.
@@ -457,6 +493,14 @@ void Connection::onHandshakeDone(SideId id) {
                                                {"sni", info.sni},
                                                {"alpn", info.alpn}});
     startCodec();
+    if (h2_) {
+        enter(State::Idle);
+        h2_->start();
+        if (state_ == State::Closed || state_ == State::Flushing) return;
+        updateReading(kDown);
+        pump(kDown);
+        return;
+    }
     if (!codec_) {
         connectUpstream();
         return;
@@ -647,6 +691,10 @@ void Connection::pump(SideId id) {
 }
 
 void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
+    if (h2_) {
+        h2_->feed(p, n);
+        return;
+    }
     if (!codec_ || codec_->tunneling()) {
         send(from == kDown ? kUp : kDown, p, n);
         return;
@@ -679,8 +727,23 @@ void Connection::afterCodec(http::Status st) {
 void Connection::startCodec() {
     if (rt_->cfg.protocol != config::Protocol::Http) return;
     const Side& d = sides_[kDown];
-    // h2 negotiated by ALPN is tunneled raw to an h2c upstream.
-    if (d.tls && d.tls->info().alpn == "h2") return;
+    if (d.tls && d.tls->info().alpn == "h2") {
+        // h2 is terminated here (every stream parsed), or tunneled raw to an h2c upstream.
+        if (rt_->cfg.http.http2.enabled) {
+            h2_ = std::make_unique<H2Link>(*this);
+            if (drain_since_ms_ != 0) h2_->drain();
+            head_since_ms_ = uv_now(server_.loop());
+        }
+        return;
+    }
+    codec_ = std::make_unique<http::Codec>(codecOptions(), codecFacts(),
+                                           static_cast<http::CodecEvents&>(*this));
+    if (drain_since_ms_ != 0) codec_->setDraining();
+    // The first request head must arrive within the header timeout of this moment.
+    head_since_ms_ = uv_now(server_.loop());
+}
+
+http::CodecOptions Connection::codecOptions() const {
     const config::Listener& cfg = rt_->cfg;
     http::CodecOptions o;
     o.max_header_bytes = cfg.limits.max_header_bytes;
@@ -690,16 +753,21 @@ void Connection::startCodec() {
     for (const config::RequestRate& rule : cfg.limits.request_rate) {
         if (rule.key == config::RequestKey::Header) o.admission_header = rule.header;
     }
+    return o;
+}
+
+// What the codec says of this client (an HTTP/2 connection gives each stream the same facts;
+// request ids count per stream then, under a prefix of their own).
+http::ConnectionFacts Connection::codecFacts() const {
+    const config::Listener& cfg = rt_->cfg;
+    const Side& d = sides_[kDown];
     http::ConnectionFacts f;
     f.client_ip = peer_ip_;
     f.client_port = peer_port_;
     f.proto = d.tls ? "https" : "http";
     if (d.tls && cfg.http.client_cert_header) f.client_cert = clientCertHeader();
     if (cfg.http.request_id) f.request_id_prefix = requestIdPrefix();
-    codec_ = std::make_unique<http::Codec>(o, f, static_cast<http::CodecEvents&>(*this));
-    if (drain_since_ms_ != 0) codec_->setDraining();
-    // The first request head must arrive within the header timeout of this moment.
-    head_since_ms_ = uv_now(server_.loop());
+    return f;
 }
 
 // X-Forwarded-Client-Cert in the common Hash/Subject/URI/DNS form, for a verified client.
@@ -830,27 +898,33 @@ void Connection::onResponseHead(const http::Exchange&) {
 }
 
 void Connection::onExchangeComplete(const http::Exchange& ex) {
-    const uint64_t now = uv_hrtime();
-    uint64_t started = now;
+    uint64_t started = uv_hrtime();
     if (!request_started_ns_.empty()) {
         started = request_started_ns_.front();
         request_started_ns_.erase(request_started_ns_.begin());
     }
-    ++completed_;
-    ++stats_.http_requests[ex.status >= 100 && ex.status < 600 ? ex.status : 0];
-    const bool answered = !ex.local && response_head_ns_ >= started;
-    if (answered) stats_.response_head_seconds.observe(double(response_head_ns_ - started) / 1e9);
-    if (ex.local) ++stats_.http_local_responses;
-    stats_.request_seconds.observe(double(now - started) / 1e9);
     const char* reason = ex.local ? localReason(ex.status) : "";
     local_reason_ = nullptr;
+    recordExchange(ex, started, response_head_ns_, ex.version, reason);
+}
+
+void Connection::recordExchange(const http::Exchange& ex, uint64_t started, uint64_t response_head_ns,
+                                const char* protocol, const char* reason) {
+    const uint64_t now = uv_hrtime();
+    if (!reason) reason = ex.local ? localReason(ex.status) : "";
+    ++completed_;
+    ++stats_.http_requests[ex.status >= 100 && ex.status < 600 ? ex.status : 0];
+    const bool answered = !ex.local && response_head_ns >= started;
+    if (answered) stats_.response_head_seconds.observe(double(response_head_ns - started) / 1e9);
+    if (ex.local) ++stats_.http_local_responses;
+    stats_.request_seconds.observe(double(now - started) / 1e9);
     if (!rt_->cfg.http.access_log) return;
     const tls::SessionInfo* info = sides_[kDown].tls ? &sides_[kDown].tls->info() : nullptr;
-    const int64_t upstream_us = answered ? int64_t((response_head_ns_ - started) / 1000) : -1;
+    const int64_t upstream_us = answered ? int64_t((response_head_ns - started) / 1000) : -1;
     server_.log().access({{"listener", rt_->cfg.name},
                           {"client", peer_ip_},
                           {"client_port", unsigned(peer_port_)},
-                          {"protocol", ex.version},
+                          {"protocol", protocol},
                           {"method", ex.method},
                           {"authority", ex.authority},
                           {"path", ex.target},
@@ -1016,6 +1090,14 @@ void Connection::onWrite(uv_write_t* req, int status) noexcept {
 
 void Connection::afterWrite(SideId id) {
     if (sides_[id].pending > kLowWatermark) return;
+    if (h2_) {
+        // The session's waiting frames go out, then the client is read again.
+        h2_->clientDrained();
+        if (state_ == State::Closed || state_ == State::Flushing) return;
+        pump(kDown);
+        updateReading(kDown);
+        return;
+    }
     // Resume the paused side, first draining plaintext still buffered inside its TLS session.
     SideId from = id == kDown ? kUp : kDown;
     if (sides_[from].tls) {
@@ -1039,6 +1121,10 @@ void Connection::onEof(SideId id) {
     }
     if (state_ == State::Flushing) {
         if (id == kDown) close("client closed");
+        return;
+    }
+    if (h2_) {
+        closeAfterFlush("client finished");
         return;
     }
     if (codec_ && !codec_->tunneling()) {
@@ -1173,6 +1259,7 @@ void Connection::close(const char* reason) {
         client_slot_ = false;
     }
     releaseSlot();
+    if (h2_) h2_->closeAll();
     uv_timer_stop(&timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
     for (Side& s : sides_) {
@@ -1181,9 +1268,10 @@ void Connection::close(const char* reason) {
     server_.forget(this);
 }
 
-void Connection::onClose(uv_handle_t* h) noexcept {
-    auto* c = static_cast<Connection*>(h->data);
-    if (--c->closes_pending_ == 0) delete c;
+void Connection::onClose(uv_handle_t* h) noexcept { static_cast<Connection*>(h->data)->handleClosed(); }
+
+void Connection::handleClosed() {
+    if (--closes_pending_ == 0) delete this;
 }
 
 // Draining: HTTP exchanges in flight finish and their responses carry Connection: close; a
@@ -1194,6 +1282,7 @@ void Connection::onDrain() {
     if (state_ == State::Closed) return;
     drain_since_ms_ = uv_now(server_.loop());
     if (codec_ && !codec_->tunneling()) codec_->setDraining();
+    if (h2_) h2_->drain();
     rearm();
 }
 

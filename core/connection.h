@@ -39,6 +39,7 @@
 namespace sidecar::core {
 
 class Server;
+class H2Link;
 struct ListenerRuntime;
 struct ListenerStats;
 
@@ -94,6 +95,7 @@ public:
     State state() const { return state_; }
 
 private:
+    friend class H2Link;
     enum SideId { kDown = 0, kUp = 1 };
 
     struct Side {
@@ -165,7 +167,16 @@ private:
     void fail(const char* what, const char* detail);
     void answerPlainHttp();
     void startCodec();
+    http::CodecOptions codecOptions() const;
+    http::ConnectionFacts codecFacts() const;
     std::string clientCertHeader() const;
+    // One request's access line and metrics (HTTP/1.1 exchanges and HTTP/2 streams alike).
+    void recordExchange(const http::Exchange& ex, uint64_t started_ns, uint64_t response_head_ns,
+                        const char* protocol, const char* reason);
+    // HTTP/2: the state follows from whether streams are open.
+    void settleH2();
+    // A handle this connection counts in closes_pending_ has delivered its close callback.
+    void handleClosed();
 
     // http::CodecEvents: record only; deadlines are settled after the codec call returns.
     void sendUpstream(const uint8_t* p, size_t n) override;
@@ -191,6 +202,7 @@ private:
     uv_connect_t connect_req_;
     State state_ = State::FirstByte;
     std::unique_ptr<http::Codec> codec_;
+    std::unique_ptr<H2Link> h2_;  // HTTP/2 terminated here (http.http2, ALPN h2)
     bool batching_ = false;  // inside a codec feed: output is gathered per side
     Bytes batch_[2];
     Bytes upstream_hold_;  // HTTP: bytes for the app while its connection is being opened

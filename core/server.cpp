@@ -28,7 +28,7 @@ tls::KeyPairSource pairSource(const config::CertKeyPair& p) {
 std::vector<std::string> serverAlpn(const config::Listener& l) {
     if (!l.tls->alpn.empty()) return l.tls->alpn;
     if (l.protocol == config::Protocol::Http) {
-        if (l.upstream.http2) return {"h2", "http/1.1"};
+        if (l.upstream.http2 || l.http.http2.enabled) return {"h2", "http/1.1"};
         return {"http/1.1"};
     }
     return {};

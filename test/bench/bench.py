@@ -13,9 +13,11 @@
   bulk       one 256 MB response through one connection (curl, one TLS 1.3 cipher for all):
              proxy CPU per GiB and MiB/s
   resume     sidecar alone: full vs resumed handshake CPU, one client (contained in handshake)
-  all        cpu, memory, handshake, bulk
+  h2         HTTP/2 terminated by the proxy, each stream sent to the HTTP/1.1 upstream: proxy CPU
+             per 100k requests (h2load -c 8 -m 10), sidecar (http.http2) next to nginx (http2)
+  all        cpu, memory, handshake, bulk, h2
 
-Usage: test/bench/bench.py [cpu|memory|handshake|bulk|resume|all] [--bin build/sidecar]
+Usage: test/bench/bench.py [cpu|memory|handshake|bulk|resume|h2|all] [--bin build/sidecar]
        [--seconds 10] [--rounds 3] [--idle 1000] [--slow 200] [--proxies sidecar-mbedtls,nginx]
 
 sidecar runs once per compiled TLS backend (`tls_backend`, from `sidecar version`). Every proxy
@@ -150,14 +152,16 @@ class SidecarProxy:
     """sidecar terminating TLS (HTTP or TCP mode); relay=True: a plain TCP listener, no TLS."""
 
     def __init__(self, binary, workdir, upstream_port, tls, backend=None, protocol="http", relay=False,
-                 limits=False):
+                 limits=False, h2=False):
         self.port = free_port()
-        self.name = sidecar_name(backend, protocol, relay) + (" +limits" if limits else "")
+        self.name = sidecar_name(backend, protocol, relay) + (" +limits" if limits else "") + (" h2" if h2 else "")
         front = "protocol: tcp" if relay else f"""protocol: {protocol}
     tls:
       certificate: {tls.cert}
       private_key: {tls.key}"""
         http_block = "    http:\n      access_log: false\n" if protocol == "http" and not relay else ""
+        if h2:
+            http_block += "      http2: true\n"
         backend_line = f"tls_backend: {backend}\n" if backend else ""
         t = f"{PROXY_TIMEOUT_S}s"
         cfg = Path(workdir) / f"bench-{self.name.replace('/', '-')}.yaml"
@@ -210,8 +214,10 @@ class NginxTlsProxy:
 
     name = "nginx"
 
-    def __init__(self, workdir, upstream_port, tls, capacity, backlog=None):
+    def __init__(self, workdir, upstream_port, tls, capacity, backlog=None, h2=False):
         self.port = free_port()
+        if h2:
+            self.name = "nginx h2"
         d = Path(tempfile.mkdtemp(prefix="nginx-tls-", dir=workdir))
         self.error_log = d / "error.log"
         listen_backlog = f" backlog={backlog}" if backlog else ""  # None: nginx's default (511)
@@ -237,7 +243,7 @@ http {{
   send_timeout {t};
   upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
   server {{
-    listen 127.0.0.1:{self.port} ssl{listen_backlog};
+    listen 127.0.0.1:{self.port} ssl{" http2" if h2 else ""}{listen_backlog};
     ssl_certificate {tls.cert};
     ssl_certificate_key {tls.key};
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -557,6 +563,62 @@ def bench_cpu(args, lineup):
     if "sidecar relay" in med and "nginx" in med:
         print(f"  ratio sidecar relay/nginx (the same reads and writes with no TLS and no parsing): "
               f"{ratio(med['sidecar relay'][0], med['nginx'][0])}")
+    return med
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP/2 terminated by the proxy, streams to the HTTP/1.1 upstream
+
+
+def h2load(url, requests, clients, streams):
+    out = subprocess.run(pinned(1, ["h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams), url]),
+                         capture_output=True, text=True, timeout=600).stdout
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    return (int(m.group(1)) if m else 0, int(codes.group(1)) if codes else 0, out)
+
+
+def bench_h2(args, lineup):
+    n = args.h2_requests
+    print_header(f"HTTP/2: CPU per 100k requests, h2load -n {n} -c {args.h2_clients} -m {args.h2_streams} "
+                 f"through each proxy terminating h2 to the HTTP/1.1 nginx upstream; {args.rounds} rounds", lineup)
+    a, up, tls = args, lineup.upstream.port, lineup.tls
+    makers = {sidecar_name(b) + " h2": (lambda b=b: SidecarProxy(a.bin, lineup.tmp, up, tls, backend=b, h2=True))
+              for b in lineup.backends}
+    makers["nginx h2"] = lambda: NginxTlsProxy(lineup.tmp, up, tls, lineup.capacity, h2=True)
+    if a.proxies:
+        wanted = set(a.proxies.split(","))
+        makers = {k: v for k, v in makers.items() if k in wanted}
+    runs = {name: [] for name in makers}
+    for rnd in range(args.rounds):
+        for name in rounds_order(makers, rnd):
+            proxy = makers[name]()
+            url = f"https://127.0.0.1:{proxy.port}/small"
+            try:
+                h2load(url, min(n, 2000), args.h2_clients, args.h2_streams)  # warm-up
+                u0, s0 = cpu_split(proxy.pids)
+                t0 = time.monotonic()
+                ok, ok2xx, out = h2load(url, n, args.h2_clients, args.h2_streams)
+                elapsed = time.monotonic() - t0
+                u1, s1 = cpu_split(proxy.pids)
+            finally:
+                proxy.stop()
+            if ok != n or ok2xx != n or "Application protocol: h2" not in out:
+                sys.exit(f"bench: {name} failed: {ok} succeeded, {ok2xx} 2xx of {n}\n{out}")
+            scale = 100000 / n
+            runs[name].append(((u1 - u0 + s1 - s0) * scale, (u1 - u0) * scale, (s1 - s0) * scale, n / elapsed))
+            r = runs[name][-1]
+            print(f"  round {rnd + 1} {name:18s} cpu/100k={r[0]:5.2f}s (user {r[1]:4.2f}s, sys {r[2]:4.2f}s)  "
+                  f"req/s={r[3]:7.0f}")
+    med = {name: [median([r[i] for r in rs]) for i in range(4)] for name, rs in runs.items()}
+    md_table("CPU per 100k HTTP/2 requests to an HTTP/1.1 app (proxy user+sys, medians)",
+             ["proxy", "CPU s / 100k req", "user s", "sys s", "req/s"],
+             [[name, fmt(m[0], 2), fmt(m[1], 2), fmt(m[2], 2), fmt(m[3], 0)] for name, m in med.items()])
+    names = list(med)
+    if "nginx h2" in med:
+        for name in names:
+            if name != "nginx h2":
+                print(f"  ratio {name}/nginx h2: CPU/request {ratio(med[name][0], med['nginx h2'][0])}")
     return med
 
 
@@ -898,7 +960,7 @@ def print_versions(binary):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", nargs="?", default="all", choices=["cpu", "memory", "handshake", "bulk", "resume", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["cpu", "memory", "handshake", "bulk", "resume", "h2", "all"])
     ap.add_argument("--bin", default=str(ROOT / "build" / "sidecar"))
     ap.add_argument("--seconds", type=int, default=10, help="wrk run length (cpu)")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections (cpu)")
@@ -914,6 +976,9 @@ def main():
                     help="the one TLS 1.3 cipher curl offers in bulk, so that every proxy encrypts alike "
                          "('default': curl's list, and each proxy picks)")
     ap.add_argument("--proxies", help="comma-separated subset, e.g. sidecar-mbedtls,nginx")
+    ap.add_argument("--h2-requests", type=int, default=200000, help="h2load -n (h2)")
+    ap.add_argument("--h2-clients", type=int, default=8, help="h2load -c (h2)")
+    ap.add_argument("--h2-streams", type=int, default=10, help="h2load -m (h2)")
     ap.add_argument("--limits", action="store_true",
                     help="cpu: also each sidecar row with every limit configured but never reached")
     args = ap.parse_args()
@@ -946,6 +1011,8 @@ def main():
             bench_bulk(args, lineup)
         if args.what == "resume":
             bench_resume(args, lineup)
+        if args.what in ("h2", "all"):
+            bench_h2(args, lineup)
         print(f"== load at the end: {os.getloadavg()[0]:.2f} (1-minute average)")
     finally:
         if upstream is not None:

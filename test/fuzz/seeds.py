@@ -1,10 +1,17 @@
 #!/usr/bin/python3
-"""Writes a seed corpus for fuzz_codec into a directory: whole, valid HTTP/1.1 conversations in the
-target's input layout, so that a short run starts from deep states instead of random bytes.
+"""Writes a seed corpus into a directory: whole, valid conversations in a target's input layout,
+so that a short run starts from deep states instead of random bytes.
 
+Usage: seeds.py DIR [codec|h2] (default codec).
+
+codec: HTTP/1.1 conversations for fuzz_codec.
 Layout (http/fuzz.h): byte 0 picks options; then records [op][len][bytes] with op 0 = request
 bytes, 1 = response bytes, 2 = request EOF, 3 = response EOF, 4 = local error (odd len: 504,
 even: 408), 5 = draining.
+
+h2: client byte streams for fuzz_h2 (test/fuzz/h2_driver.h): byte 0 = flags (bit 0: the target
+prepends a preface, bit 1: small limits, bit 2: goaway halfway, bit 3: no flush), byte 1 = feed
+piece size (0: all at once), then the client's bytes, preface included.
 """
 import sys
 from pathlib import Path
@@ -56,9 +63,58 @@ def encode(records, options=0):
     return bytes(out)
 
 
+# ---- HTTP/2 (hand-encoded frames and HPACK, RFC 9113 and RFC 7541) ----
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
+END_STREAM, END_HEADERS = 0x1, 0x4
+
+
+def frame(ftype, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_literal(name, value):
+    """A literal field without indexing, literal name, no Huffman (lengths below 127)."""
+    return bytes([0, len(name)]) + name + bytes([len(value)]) + value
+
+
+# :method GET / POST / HEAD(literal), :path /, :scheme https, :authority a (static table).
+GET = b"\x82\x84\x87\x41\x01a"
+POST = b"\x83\x84\x87\x41\x01a"
+HEAD = b"\x02\x04HEAD\x84\x87\x41\x01a"
+SETTINGS0 = frame(SETTINGS, 0, 0)
+
+H2_CONVERSATIONS = {
+    "get": frame(HEADERS, END_STREAM | END_HEADERS, 1, GET + hpack_literal(b"cookie", b"a=1")
+                 + hpack_literal(b"cookie", b"b=2")),
+    "post-length": frame(HEADERS, END_HEADERS, 1, POST + hpack_literal(b"content-length", b"5"))
+    + frame(DATA, END_STREAM, 1, b"hello"),
+    "post-chunked-trailers": frame(HEADERS, END_HEADERS, 1, POST + hpack_literal(b"te", b"trailers"))
+    + frame(DATA, 0, 1, b"abc") + frame(HEADERS, END_STREAM | END_HEADERS, 1, hpack_literal(b"x-sum", b"1")),
+    "head-and-get": frame(HEADERS, END_STREAM | END_HEADERS, 1, HEAD)
+    + frame(HEADERS, END_STREAM | END_HEADERS, 3, GET),
+    "continuation": frame(HEADERS, END_STREAM, 1, GET)
+    + frame(CONTINUATION, 0, 1, hpack_literal(b"x-a", b"1"))
+    + frame(CONTINUATION, END_HEADERS, 1, hpack_literal(b"x-b", b"2")),
+    "reset-ping-window": frame(HEADERS, END_HEADERS, 1, POST)
+    + frame(RST_STREAM, 0, 1, (8).to_bytes(4, "big")) + frame(PING, 0, 0, b"12345678")
+    + frame(WINDOW_UPDATE, 0, 0, (1000).to_bytes(4, "big")) + frame(HEADERS, END_STREAM | END_HEADERS, 3, GET),
+    "goaway": frame(HEADERS, END_STREAM | END_HEADERS, 1, GET)
+    + frame(GOAWAY, 0, 0, (1).to_bytes(4, "big") + (0).to_bytes(4, "big")),
+}
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
+    target = sys.argv[2] if len(sys.argv) > 2 else "codec"
+    if target == "h2":
+        for name, frames in H2_CONVERSATIONS.items():
+            for flags, piece in ((0, 0), (2, 7), (4, 0), (8, 0)):
+                body = H2_PREFACE + SETTINGS0 + frames
+                (out / f"{name}-{flags}-{piece}").write_bytes(bytes([flags, piece]) + body)
+        return
     for name, records in CONVERSATIONS.items():
         for options in (0, 4 | 16):  # default limits; small limits with a client certificate
             (out / f"{name}-{options}").write_bytes(encode(records, options))

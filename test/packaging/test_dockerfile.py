@@ -13,7 +13,7 @@ import pytest
 from conftest import BUILD_STATIC, DOCKERFILE, ROOT, lint_dockerfile, run
 
 BUILD_DEPS = {"build-essential", "cmake", "pkg-config", "libuv1-dev", "libmbedtls-dev", "libssl-dev",
-              "libllhttp-dev", "libyaml-cpp-dev", "libc-ares-dev", "catch2"}
+              "libllhttp-dev", "libyaml-cpp-dev", "libc-ares-dev", "libnghttp2-dev", "catch2"}
 KEY_MATERIAL = ["*.key", "*.pem", "*.crt", "*.p12", "*.pfx", "*tls*", "*cert*", "*secret*"]
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 

@@ -519,8 +519,8 @@ TEST_CASE("h2 only on http listeners that inject no headers", "[errors][upstream
                                  "      alpn: [http/1.1, h2]\n") +
                              "    protocol: http\n";
     CHECK(onlyError(alpn) == "test.yaml:9:24: listeners[0].tls.alpn[1]: " + why +
-                                 "http.forwarded: none and http.client_cert_header: false, or "
-                                 "remove h2 from the list");
+                                 "http.forwarded: none and http.client_cert_header: false, set "
+                                 "http.http2: true to terminate h2 here, or remove h2 from the list");
     const Config both =
         loadValid(alpn + "    http: { forwarded: none, client_cert_header: false }\n");
     CHECK(both.listeners[0].tls->alpn == std::vector<std::string>{"http/1.1", "h2"});
@@ -537,6 +537,44 @@ TEST_CASE("h2 only on http listeners that inject no headers", "[errors][upstream
         withTls("      certificate: /c\n"
                 "      private_key: /k\n"
                 "      alpn: [h2]\n"));
+}
+
+TEST_CASE("http.http2 terminates h2 on TLS http listeners", "[errors][http2]") {
+    const std::string tls = withTls(
+                                "      certificate: /c\n"
+                                "      private_key: /k\n") +
+                            "    protocol: http\n";
+    // Terminated h2 is parsed per stream: header injection stays on, and so may an h2 ALPN.
+    const Config on = loadValid(tls + "    http: { http2: true }\n");
+    CHECK(on.listeners[0].http.http2.enabled);
+    CHECK(on.listeners[0].http.forwarded == ForwardedMode::XForwarded);
+    CHECK(on.listeners[0].http.http2.max_concurrent_streams == 100);
+    const Config tuned = loadValid(tls +
+                                   "    http:\n"
+                                   "      http2: { max_concurrent_streams: 16, initial_window: 32768, "
+                                   "upstream_pool: 2 }\n");
+    CHECK(tuned.listeners[0].http.http2.enabled);
+    CHECK(tuned.listeners[0].http.http2.max_concurrent_streams == 16);
+    CHECK(tuned.listeners[0].http.http2.initial_window == 32768);
+    CHECK(tuned.listeners[0].http.http2.upstream_pool == 2);
+    CHECK_FALSE(loadValid(tls + "    http: { http2: { enabled: false } }\n").listeners[0].http.http2.enabled);
+    loadValid(withTls(
+                  "      certificate: /c\n"
+                  "      private_key: /k\n"
+                  "      alpn: [h2, http/1.1]\n") +
+              "    protocol: http\n    http: { http2: true }\n");
+
+    CHECK(onlyError(kMinimal + "    protocol: http\n    http: { http2: true }\n") ==
+          "test.yaml:7:20: listeners[0].http.http2: http2 needs a TLS listener: clients choose h2 "
+          "by ALPN in the TLS handshake");
+    CHECK(onlyError(kMinimal + "    http: { http2: true }\n") ==
+          "test.yaml:6:20: listeners[0].http.http2: http2 needs protocol: http (a tcp listener "
+          "relays bytes, whatever the protocol)");
+    CHECK(onlyError(tls + "    http: { http2: { initial_window: 10 } }\n").find(
+              "listeners[0].http.http2.initial_window") != std::string::npos);
+    CHECK(onlyError(tls + "    http: { http2: { max_concurrent_streams: 0 } }\n").find(
+              "listeners[0].http.http2.max_concurrent_streams") != std::string::npos);
+    CHECK(onlyError(tls + "    http: { http2: { streams: 5 } }\n").find("streams") != std::string::npos);
 }
 
 TEST_CASE("upstream TLS: client certificate and key go together", "[errors][upstream]") {
