@@ -645,11 +645,6 @@ void checkH2(Reader& reader, const Listener& listener, const std::optional<Field
             reader.error(toMark(node.Mark()), path,
                          "http2 needs a TLS listener: clients choose h2 by ALPN in the TLS handshake");
         }
-        if (listener.upstream.http2) {
-            reader.error(toMark(node.Mark()), path,
-                         "streams go to the app as HTTP/1.1 when http2 is terminated here; an h2c app "
-                         "(upstream.http2) is not supported with it, so turn one of them off");
-        }
         if (listener.upstream.tls || listener.upstream.proxy_protocol != 0) {
             reader.error(toMark(node.Mark()), path,
                          "http2 termination reaches the app over plain TCP only: upstream.tls and "

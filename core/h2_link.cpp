@@ -33,6 +33,7 @@ struct H2Link::Upstream {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     Stream* stream = nullptr;
+    bool shared = false;  // the h2c connection every stream uses (upstream.http2)
     bool connected = false;
     bool reading = false;
     bool closing = false;
@@ -67,6 +68,13 @@ struct H2Link::Stream final : http::CodecEvents {
     bool codec_closed = false;  // the codec ended: its app connection cannot be reused
     bool eof_owed = false;      // the session is owed respondEof
     bool dirty = false;         // has bytes or an end for the session
+    // With an h2c app: the exchange was handed to it, it failed there, or it is to be cancelled;
+    // and the response bytes it produced and those reported consumed back to it.
+    bool app_started = false;
+    bool app_failed = false;
+    bool cancel_owed = false;
+    uint64_t fed = 0;
+    uint64_t acked = 0;
 
     void sendUpstream(const uint8_t* p, size_t n) override { to_app.insert(to_app.end(), p, p + n); }
     void sendDownstream(const uint8_t* p, size_t n) override {
@@ -83,7 +91,38 @@ struct H2Link::Stream final : http::CodecEvents {
     }
 };
 
-H2Link::H2Link(Connection& conn) : conn_(conn), session_(sessionOptions(conn.rt_->cfg), *this) {
+// The shared h2c connection to an app that speaks HTTP/2 (upstream.http2): each stream's
+// HTTP/1.1 exchange, as its codec produced it, is carried as one h2 stream.
+struct H2Link::AppSession final : http::H2UpstreamEvents {
+    AppSession(H2Link& l, const http::H2UpstreamOptions& o) : link(l), session(o, *this) {}
+
+    H2Link& link;
+    http::H2Upstream session;
+    Upstream* conn = nullptr;
+    Bytes out;  // frames for the app from the last flush
+    uint64_t connect_started_ms = 0;
+    uint64_t connect_started_ns = 0;
+    dns::Address address;
+
+    void sendUpstream(const uint8_t* p, size_t n) override { out.insert(out.end(), p, p + n); }
+    void onResponse(uint64_t exchange, const uint8_t* p, size_t n) override {
+        Stream* s = link.find(int32_t(exchange));
+        if (!s || s->codec_closed) return;
+        s->fed += n;
+        s->last_activity_ms = uv_now(link.conn_.server_.loop());
+        link.runCodec(*s, s->codec.feedResponse(p, n));
+    }
+    void onResponseEnd(uint64_t) override {}
+    void onExchangeFailed(uint64_t exchange, uint32_t) override {
+        Stream* s = link.find(int32_t(exchange));
+        if (!s || s->codec_closed) return;
+        s->app_failed = true;
+        link.runCodec(*s, s->codec.responseEof());
+    }
+};
+
+H2Link::H2Link(Connection& conn)
+    : conn_(conn), session_(sessionOptions(conn.rt_->cfg), *this), h2c_(conn.rt_->cfg.upstream.http2) {
     timer_.data = this;
     uv_timer_init(conn_.server_.loop(), &timer_);
     ++conn_.closes_pending_;
@@ -159,6 +198,7 @@ void H2Link::onStreamClosed(int32_t id, uint32_t error_code) {
     if (it == streams_.end()) return;
     Stream& s = *it->second;
     if (s.up) release(s.up, s.complete && !s.codec_closed && s.codec.idleBetweenRequests());
+    if (app_ && s.app_started && !s.complete && !s.app_failed) app_->session.cancel(uint64_t(id));
     if (!s.complete) {
         conn_.server_.log().debug("HTTP/2 stream reset", {{"listener", conn_.rt_->cfg.name},
                                                          {"client", conn_.peer_ip_},
@@ -202,6 +242,7 @@ void H2Link::runCodec(Stream& s, http::Status st) {
         s.codec_closed = true;
         s.eof_owed = !s.complete;
         s.to_app.clear();  // nothing more goes to the app
+        s.cancel_owed = s.app_started && !s.complete && !s.app_failed;
         if (s.up) {
             Upstream* u = s.up;
             s.up = nullptr;
@@ -210,7 +251,9 @@ void H2Link::runCodec(Stream& s, http::Status st) {
         }
     }
     if (!s.codec_closed && !s.to_app.empty()) {
-        if (!s.up) {
+        if (h2c_) {
+            s.dirty = true;  // the shared app session takes it in settle()
+        } else if (!s.up) {
             attach(s);
         } else if (s.up->connected) {
             Bytes b = std::move(s.to_app);
@@ -236,9 +279,10 @@ void H2Link::runCodec(Stream& s, http::Status st) {
 void H2Link::settle() {
     if (depth_ > 0 || closed_) return;
     ++depth_;
+    if (h2c_) toAppSession();
     std::vector<int32_t> ids;
     for (const auto& [id, s] : streams_) {
-        if (s->dirty || s->unacked != 0) ids.push_back(id);
+        if (s->dirty || s->unacked != 0 || s->fed != s->acked) ids.push_back(id);
     }
     for (int32_t id : ids) {
         Stream* s = find(id);
@@ -256,17 +300,25 @@ void H2Link::settle() {
             }
         }
         // Request body the app has taken (or that is discarded) reopens the client's windows.
-        const Upstream* u = s->up;
-        const bool taken = u && u->connected && u->pending <= Connection::kLowWatermark && s->to_app.empty();
+        const Upstream* u = h2c_ ? (app_ ? app_->conn : nullptr) : s->up;
+        bool taken = u && u->connected && u->pending <= Connection::kLowWatermark && s->to_app.empty();
+        if (h2c_) taken = taken && app_->session.buffered(uint64_t(id)) <= Connection::kLowWatermark;
         if (s->unacked != 0 && (taken || s->codec_closed || s->complete)) {
             session_.consumed(id, s->unacked);
             s->unacked = 0;
         }
+        // Response bytes the client is taking reopen the h2c app's windows.
+        if (s->fed != s->acked && app_ && session_.buffered(id) < Connection::kHighWatermark) {
+            app_->session.consumed(uint64_t(id), size_t(s->fed - s->acked));
+            s->acked = s->fed;
+        }
     }
     flushSession();
+    flushAppSession();
     --depth_;
     if (closed_) return;
     finished_.clear();
+    dead_apps_.clear();
     for (Upstream* u : upstreams_) updateReading(*u);
     rearm();
     conn_.settle();
@@ -381,6 +433,22 @@ void H2Link::onConnect(uv_connect_t* req, int status) noexcept {
     auto* u = static_cast<Upstream*>(req->data);
     H2Link& link = u->link;
     if (status == UV_ECANCELED || u->closing || link.closed_) return;
+    if (u->shared) {
+        if (!link.app_ || link.app_->conn != u) {
+            link.closeUpstream(u);
+        } else if (status != 0) {
+            link.appSessionFailed(status);
+        } else {
+            AppSession& app = *link.app_;
+            link.conn_.rt_->upstream->state.connectSucceeded(app.address);
+            link.conn_.stats_.upstream_connect_seconds.observe(Connection::secondsSince(app.connect_started_ns));
+            u->connected = true;
+            uv_tcp_nodelay(&u->tcp, 1);
+            app.session.start();
+        }
+        link.settle();
+        return;
+    }
     Stream* s = u->stream;
     if (!s) {
         link.closeUpstream(u);
@@ -451,6 +519,10 @@ void H2Link::onWrite(uv_write_t* req, int status) noexcept {
 
 bool H2Link::wantRead(const Upstream& u) const {
     if (u.closing || !u.connected || closed_) return false;
+    if (u.shared) {
+        return conn_.sides_[Connection::kDown].pending < Connection::kHighWatermark &&
+               buffered() < kMaxBuffered;
+    }
     const Stream* s = u.stream;
     if (!s) return true;  // idle in the pool: watch for the app closing it
     if (conn_.sides_[Connection::kDown].pending >= Connection::kHighWatermark) return false;
@@ -484,7 +556,10 @@ void H2Link::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
     auto* u = static_cast<Upstream*>(h->data);
     H2Link& link = u->link;
     size_t room = Connection::kHighWatermark + Connection::kReadSlack;
-    if (const Stream* s = u->stream) {
+    if (u->shared) {
+        const size_t all = link.buffered();
+        room = (all < kMaxBuffered ? kMaxBuffered - all : 0) + Connection::kReadSlack;
+    } else if (const Stream* s = u->stream) {
         const size_t mine = link.session_.buffered(s->id);
         const size_t all = link.buffered();
         room = std::min(mine < Connection::kHighWatermark ? Connection::kHighWatermark - mine : 0,
@@ -508,6 +583,18 @@ void H2Link::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noe
 }
 
 void H2Link::onAppRead(Upstream& u, const uint8_t* p, size_t n) {
+    if (u.shared) {
+        if (!app_ || app_->conn != &u) {
+            closeUpstream(&u);
+            return;
+        }
+        conn_.touch();
+        ++depth_;
+        const http::Status st = app_->session.feed(p, n);
+        --depth_;
+        if (st == http::Status::Close) appSessionFailed(0);
+        return;
+    }
     Stream* s = u.stream;
     if (!s) {
         closeUpstream(&u);  // an idle app connection has nothing to say
@@ -520,6 +607,14 @@ void H2Link::onAppRead(Upstream& u, const uint8_t* p, size_t n) {
 
 // The app closed its connection, or it failed.
 void H2Link::onAppEof(Upstream& u) {
+    if (u.shared) {
+        if (app_ && app_->conn == &u) {
+            appSessionFailed(0);
+        } else {
+            closeUpstream(&u);
+        }
+        return;
+    }
     Stream* s = u.stream;
     if (!s) {
         closeUpstream(&u);
@@ -562,11 +657,135 @@ void H2Link::onUpstreamClosed(uv_handle_t* h) noexcept {
     conn.handleClosed();
 }
 
+// ---- an h2c app ----
+
+// Streams' request bytes go to the shared app session once its connection is up; the app's
+// stream limit makes new exchanges wait their turn.
+void H2Link::toAppSession() {
+    bool waiting = false;
+    for (auto& [id, s] : streams_) {
+        if (s->cancel_owed) {
+            s->cancel_owed = false;
+            if (app_) app_->session.cancel(uint64_t(id));
+        }
+        if (s->to_app.empty() || s->codec_closed) continue;
+        if (!app_ || !app_->conn || !app_->conn->connected) {
+            waiting = true;
+            continue;
+        }
+        if (!s->app_started && !app_->session.canStart()) continue;
+        Bytes b = std::move(s->to_app);
+        s->to_app = Bytes();
+        s->app_started = true;
+        if (!app_->session.request(uint64_t(id), b.data(), b.size())) {
+            s->app_failed = true;
+            runCodec(*s, s->codec.localError(502));
+        }
+    }
+    if (waiting && !app_) openAppSession();
+}
+
+void H2Link::openAppSession() {
+    const config::Listener& cfg = conn_.rt_->cfg;
+    http::H2UpstreamOptions o;
+    o.initial_window = cfg.http.http2.initial_window;
+    app_ = std::make_unique<AppSession>(*this, o);
+    const std::vector<dns::Address> candidates = conn_.rt_->upstream->candidates(uv_now(conn_.server_.loop()));
+    if (candidates.empty()) {
+        ++conn_.stats_.upstream_connect_failures;
+        conn_.server_.log().warn("upstream has no address: its name has not resolved",
+                                 {{"listener", cfg.name},
+                                  {"upstream", cfg.upstream.address.toString()},
+                                  {"client", conn_.peer_ip_},
+                                  {"error", conn_.rt_->upstream->state.lastError()}});
+        appSessionFailed(UV_EAI_NONAME);
+        return;
+    }
+    auto* u = new Upstream(*this);
+    if (uv_tcp_init(conn_.server_.loop(), &u->tcp) != 0) {
+        delete u;
+        appSessionFailed(UV_ENOMEM);
+        return;
+    }
+    ++conn_.closes_pending_;
+    upstreams_.push_back(u);
+    u->shared = true;
+    app_->conn = u;
+    app_->address = candidates.front();
+    app_->connect_started_ms = uv_now(conn_.server_.loop());
+    app_->connect_started_ns = uv_hrtime();
+    sockaddr_storage address;
+    toSockaddr(app_->address, cfg.upstream.address.port, &address);
+    const int r = uv_tcp_connect(&u->connect_req, &u->tcp, reinterpret_cast<const sockaddr*>(&address), onConnect);
+    if (r != 0) appSessionFailed(r);
+}
+
+// The shared app connection failed to open (a libuv status; 0: timed out or ended): every
+// stream on it or waiting for it is answered (502, 504 for a connect timeout), and the next
+// stream opens a new one.
+void H2Link::appSessionFailed(int status) {
+    if (!app_) return;
+    const config::Listener& cfg = conn_.rt_->cfg;
+    Upstream* u = app_->conn;
+    const bool connecting = u && !u->connected;
+    if (connecting) {
+        if (status == 0) {
+            ++conn_.stats_.upstream_connect_timeouts;
+        } else {
+            ++conn_.stats_.upstream_connect_failures;
+        }
+        conn_.rt_->upstream->state.connectFailed(app_->address, uv_now(conn_.server_.loop()));
+        conn_.server_.log().warn(status == 0 ? "upstream connect timeout" : "upstream connect failed",
+                                 {{"listener", cfg.name},
+                                  {"upstream", cfg.upstream.address.toString()},
+                                  {"client", conn_.peer_ip_},
+                                  {"error", status == 0 ? "timeout" : uv_strerror(status)}});
+    }
+    ++depth_;
+    app_->session.eof();  // exchanges on it fail: 502
+    const int answer = connecting && status == 0 ? 504 : 502;
+    std::vector<int32_t> waiting;
+    for (const auto& [id, s] : streams_) {
+        if (!s->app_started && !s->to_app.empty() && !s->codec_closed) waiting.push_back(id);
+    }
+    for (int32_t id : waiting) {
+        if (Stream* s = find(id)) runCodec(*s, s->codec.localError(answer));
+    }
+    --depth_;
+    if (u) {
+        u->stream = nullptr;
+        closeUpstream(u);
+    }
+    app_->conn = nullptr;
+    dead_apps_.push_back(std::move(app_));
+}
+
+void H2Link::flushAppSession() {
+    while (app_ && app_->conn && app_->conn->connected && !app_->conn->closing) {
+        Upstream& u = *app_->conn;
+        if (u.pending >= Connection::kHighWatermark) return;
+        const http::Status st = app_->session.flush(Connection::kHighWatermark - u.pending);
+        const bool produced = !app_->out.empty();
+        if (produced) {
+            Bytes b = std::move(app_->out);
+            app_->out = Bytes();
+            writeApp(u, b.data(), b.size());
+        }
+        if (st == http::Status::Close) {
+            appSessionFailed(0);
+            return;
+        }
+        if (!produced) return;
+    }
+}
+
 // ---- deadlines ----
 
 uint64_t H2Link::deadlineOf(const Stream& s) const {
     const config::Listener& cfg = conn_.rt_->cfg;
     if (s.up && !s.up->connected) return s.connect_started_ms + uint64_t(cfg.upstream.connect_timeout.count());
+    if (h2c_ && !s.app_started && !s.to_app.empty() && app_ && app_->conn && !app_->conn->connected)
+        return app_->connect_started_ms + uint64_t(cfg.upstream.connect_timeout.count());
     if (s.codec_closed) return 0;  // answered; the session sends it at the client's pace
     if (s.phase == http::Codec::Phase::AwaitingResponse)
         return s.phase_since_ms + uint64_t(cfg.timeouts.upstream_response.count());
@@ -598,7 +817,11 @@ void H2Link::onTimer(uv_timer_t* t) noexcept {
     }
     ++link->depth_;
     for (int32_t id : due) {
-        if (Stream* s = link->find(id)) link->expire(*s);
+        // An earlier expiry may have answered this stream already.
+        Stream* s = link->find(id);
+        if (!s) continue;
+        const uint64_t at = link->deadlineOf(*s);
+        if (at != 0 && at <= now) link->expire(*s);
     }
     --link->depth_;
     link->settle();
@@ -608,6 +831,10 @@ void H2Link::expire(Stream& s) {
     const config::Listener& cfg = conn_.rt_->cfg;
     if (s.up && !s.up->connected) {
         connectFailed(s, 0);
+        return;
+    }
+    if (h2c_ && !s.app_started && app_ && app_->conn && !app_->conn->connected) {
+        appSessionFailed(0);
         return;
     }
     if (s.phase == http::Codec::Phase::AwaitingResponse) {
@@ -620,6 +847,7 @@ void H2Link::expire(Stream& s) {
     ++conn_.stats_.idle_timeouts;
     conn_.server_.log().debug("HTTP/2 stream idle timeout", {{"listener", cfg.name}, {"client", conn_.peer_ip_}});
     session_.resetStream(s.id, kCancel);
+    s.cancel_owed = s.app_started && !s.complete && !s.app_failed;
     if (s.up) {
         Upstream* u = s.up;
         s.up = nullptr;

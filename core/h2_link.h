@@ -27,6 +27,7 @@
 #include "core/dns.h"
 #include "http/codec.h"
 #include "http/h2.h"
+#include "http/h2_client.h"
 
 namespace sidecar::core {
 
@@ -53,6 +54,7 @@ public:
 private:
     struct Stream;
     struct Upstream;
+    struct AppSession;
 
     // http::H2Events
     void sendDownstream(const uint8_t* p, size_t n) override;
@@ -90,6 +92,12 @@ private:
     static void onWrite(uv_write_t* req, int status) noexcept;
     static void onUpstreamClosed(uv_handle_t* h) noexcept;
 
+    // An h2c app (upstream.http2): every stream is an exchange on one shared app connection.
+    void toAppSession();
+    void openAppSession();
+    void appSessionFailed(int status);
+    void flushAppSession();
+
     // Per-stream deadlines: connect, upstream_response and idle, on one timer.
     uint64_t deadlineOf(const Stream& s) const;
     void rearm();
@@ -105,6 +113,9 @@ private:
     std::vector<std::unique_ptr<Stream>> finished_;  // dropped once no call is inside them
     std::vector<Upstream*> idle_;                    // keep-alive app connections, newest last
     std::vector<Upstream*> upstreams_;               // every app connection open or closing
+    const bool h2c_;                                 // the app speaks h2c (upstream.http2)
+    std::unique_ptr<AppSession> app_;                // the shared h2c connection, once opened
+    std::vector<std::unique_ptr<AppSession>> dead_apps_;  // ended, dropped outside their calls
     Bytes out_;                                      // the session's bytes for the client
     uv_timer_t timer_;
     uint64_t armed_at_ms_ = 0;

@@ -24,7 +24,9 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/resolver.h"
 #include "core/server.h"
+#include "http/h2.h"
 #include "initnet/command.h"
 #include "tls/backend.h"
 #include "tls/factory.h"
@@ -682,7 +684,7 @@ int cmdInitNet(std::vector<std::string> args) {
 int cmdVersion() {
     std::cout << "sidecar " << SIDECAR_VERSION << " (libuv " << uv_version_string() << ", llhttp "
               << LLHTTP_VERSION_MAJOR << "." << LLHTTP_VERSION_MINOR << "." << LLHTTP_VERSION_PATCH
-              << ")\n";
+              << ", nghttp2 " << http::nghttp2Version() << ", c-ares " << core::caresVersion() << ")\n";
     std::cout << "TLS backends (tls_backend):";
     for (const tls::BackendInfo& b : tls::compiledBackends()) {
         std::cout << " " << b.name << " (" << b.library

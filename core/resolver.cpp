@@ -9,6 +9,9 @@
 
 namespace sidecar::core {
 
+const char* caresVersion() { return ares_version(nullptr); }
+
+
 namespace {
 
 // resolv.conf and hosts files are a few hundred bytes; anything past this is not one of them.

@@ -24,6 +24,9 @@ struct ares_addrinfo;
 
 namespace sidecar::core {
 
+// The c-ares library's version, for `sidecar version`.
+const char* caresVersion();
+
 // One upstream address as configured and what resolution knows of it: the shared, live part of a
 // listener's runtime. Every runtime (and so every connection) naming the same host:port holds the
 // same target; the Resolver updates it in place.

@@ -892,4 +892,6 @@ void H2Session::goaway() {
 
 size_t H2Session::openStreams() const { return impl_->open; }
 
+const char* nghttp2Version() { return nghttp2_version(0)->version_str; }
+
 }  // namespace sidecar::http

@@ -65,6 +65,9 @@ public:
     virtual void onLocalResponse(int32_t stream, const Exchange& ex) {}
 };
 
+// The nghttp2 library's version, for `sidecar version`.
+const char* nghttp2Version();
+
 class H2Session {
 public:
     H2Session(const H2Options&, H2Events&);

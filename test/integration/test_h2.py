@@ -5,6 +5,7 @@ locations."""
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -297,6 +298,81 @@ def test_streams_are_independent(proxies, workdir, cert):
         up.close()
 
 
+# ---- an h2c app (upstream.http2): streams multiplexed onto one app connection ----
+
+H2C_LOCATIONS = r"""
+    location = /grpc {
+      default_type application/grpc;
+      add_trailer grpc-status 0 always;
+      add_trailer grpc-message "all good" always;
+      echo_read_request_body;
+      echo -n "reply";
+    }
+    location = /h2c-headers {
+      default_type text/plain;
+      return 200 "xff=$http_x_forwarded_for xfcc=$http_x_forwarded_client_cert te=$http_te ct=$http_content_type proto=$server_protocol\n";
+    }
+"""
+
+
+@pytest.fixture
+def h2c_app(workdir):
+    n = Nginx(workdir, http2=True, extra_server=H2C_LOCATIONS).start()
+    yield n
+    n.stop()
+
+
+def start_h2c(proxies, workdir, app, cert):
+    port = free_port()
+    listener = tls_listener("h2", port, app.port, cert, protocol="http", upstream_extra="      http2: true",
+                            extra="    http:\n      http2: true\n")
+    return proxies(base_config(listener), workdir).start(), port
+
+
+def test_h2c_app_gets_rewritten_streams(proxies, workdir, h2c_app, cert):
+    p, port = start_h2c(proxies, workdir, h2c_app, cert)
+    r = curl_h2(port, cert, "/h2c-headers", "-H", "X-Forwarded-For: 6.6.6.6",
+                "-H", "X-Forwarded-Client-Cert: URI=spiffe://forged")
+    assert r.returncode == 0, r.stderr
+    assert "xff=127.0.0.1 xfcc= " in r.stdout and "proto=HTTP/2.0" in r.stdout, r.stdout
+    h2c_app.wait_access('"GET /h2c-headers HTTP/2.0"')
+    assert access_record(p, "/h2c-headers")["protocol"] == "HTTP/2"
+
+
+def test_grpc_style_request_with_trailers_through_h2c(proxies, workdir, h2c_app, cert):
+    p, port = start_h2c(proxies, workdir, h2c_app, cert)
+    body = workdir / "grpc.bin"
+    body.write_bytes(b"\x00\x00\x00\x00\x05hello")
+    r = run(["nghttp", "-v", "-H", ":method: POST", "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "-d", str(body), f"https://localhost:{port}/grpc"], timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    # The response: status, DATA, then a trailing HEADERS that ends the stream.
+    assert "recv (stream_id=13) :status: 200" in out, out
+    tail = out[out.index("recv DATA frame"):]
+    assert "grpc-status: 0" in tail and "grpc-message: all good" in tail, out
+    assert re.search(r"recv HEADERS frame <length=\d+, flags=0x05, stream_id=13>", tail), out
+    h2c_app.wait_access('"POST /grpc HTTP/2.0" 200')
+
+
+def test_h2c_many_streams_share_one_app_connection(proxies, workdir, h2c_app, cert):
+    p, port = start_h2c(proxies, workdir, h2c_app, cert)
+    r = run(["h2load", "-n", "2000", "-c", "2", "-m", "20", f"https://localhost:{port}/small"], timeout=120)
+    assert "2000 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout
+    log = h2c_app.wait_access('"GET /small HTTP/2.0"', count=2000)
+    assert log.count("GET /small HTTP/2.0") == 2000
+
+
+def test_h2c_app_down_gives_502(proxies, workdir, cert):
+    dead = free_port()
+    port = free_port()
+    listener = tls_listener("h2", port, dead, cert, protocol="http", upstream_extra="      http2: true",
+                            extra="    http:\n      http2: true\n")
+    proxies(base_config(listener), workdir).start()
+    r = curl_h2(port, cert, "/x", "-w", "%{http_code}", "-o", "/dev/null")
+    assert r.stdout == "502", (r.stdout, r.stderr)
+
+
 # ---- limits, timeouts and failures per stream ----
 
 def test_header_list_over_the_limit_gets_431(proxies, workdir, web, cert):
@@ -486,13 +562,3 @@ def test_check_config_refuses_http2_on_a_plain_listener(workdir, bin_path):
     r = run([str(bin_path), "check-config", "-c", str(cfg)])
     assert r.returncode != 0
     assert "listeners[0].http.http2: http2 needs a TLS listener" in r.stderr, r.stderr
-
-
-def test_check_config_refuses_http2_with_an_h2c_app(workdir, bin_path, cert):
-    cfg = workdir / "h2.yaml"
-    listener = tls_listener("h2", free_port(), free_port(), cert, protocol="http",
-                            upstream_extra="      http2: true", extra="    http:\n      http2: true\n")
-    cfg.write_text(base_config(listener))
-    r = run([str(bin_path), "check-config", "-c", str(cfg)])
-    assert r.returncode != 0
-    assert "an h2c app (upstream.http2) is not supported with it" in r.stderr, r.stderr
