@@ -4,50 +4,21 @@
 #include <nghttp2/nghttp2.h>
 
 #include <algorithm>
-#include <cstring>
-#include <deque>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "http/h2_common.h"
+
 namespace sidecar::http {
 namespace {
 
-constexpr size_t kFieldOverhead = 32;  // RFC 9113 section 6.5.2: per field, name + value + 32
+using namespace h2;
+
 // An app's response head is limited by the stream's http::Codec already; this only keeps a
 // misbehaving one from growing a stream's memory without end.
 constexpr size_t kMaxResponseHead = 256 * 1024;
-// Request body pieces remembered per stream to translate what core consumed (framed bytes)
-// back into DATA bytes; beyond it, the oldest are merged, which only delays window updates.
-constexpr size_t kMaxBodyMarks = 32;
-
-inline char lowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? char(c + ('a' - 'A')) : c; }
-
-std::string lowered(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = lowerAscii(c);
-    return out;
-}
-
-bool isTchar(char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-// A lower-case token: what HTTP/1.1 reads back as the same field name.
-bool isFieldName(std::string_view s) {
-    if (s.empty()) return false;
-    for (char c : s) {
-        if (!isTchar(c) || (c >= 'A' && c <= 'Z')) return false;
-    }
-    return true;
-}
-
-// No byte that would end or split an HTTP/1.1 header line.
-bool isFieldValue(std::string_view s) {
-    return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
-}
 
 // Request-line parts: no space, control or DEL, which would split the line.
 bool isLineText(std::string_view s) {
@@ -61,42 +32,15 @@ bool isLineText(std::string_view s) {
 
 bool isToken(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), isTchar); }
 
-// Fields that describe one HTTP/1.1 connection and mean nothing (or are forbidden) in HTTP/2.
-bool isConnectionSpecific(std::string_view lower) {
-    return lower == "connection" || lower == "keep-alive" || lower == "proxy-connection" ||
-           lower == "transfer-encoding" || lower == "upgrade" || lower == "te" ||
-           lower == "http2-settings";
-}
-
 // A method whose request usually has content: with no DATA it gets "content-length: 0", so
 // that an HTTP/1.1 reader does not wait for a body (RFC 9112 section 6.3).
 bool expectsBody(std::string_view method) {
     return method == "POST" || method == "PUT" || method == "PATCH";
 }
 
-void appendHex(std::string& out, size_t n) {
-    char buf[2 * sizeof(size_t)];
-    size_t i = sizeof(buf);
-    do {
-        buf[--i] = "0123456789abcdef"[n & 0xf];
-        n >>= 4;
-    } while (n != 0);
-    out.append(buf + i, sizeof(buf) - i);
-}
-
-nghttp2_nv makeNv(std::string_view name, std::string_view value) {
-    return {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-            reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-            NGHTTP2_NV_FLAG_NONE};
-}
-
 }  // namespace
 
 struct H2Session::Impl {
-    struct Field {
-        std::string name, value;
-    };
-
     struct Stream {
         Impl* owner = nullptr;
         int32_t id = 0;
@@ -119,13 +63,7 @@ struct H2Session::Impl {
         bool response_ended = false;  // our END_STREAM went out
         bool reset_sent = false;      // a reset we decided on (not a client's fault)
 
-        // Request body accounting: core reports framed bytes; windows count DATA bytes.
-        struct Mark {
-            uint64_t framed_end, raw_end;
-        };
-        std::deque<Mark> marks;
-        uint64_t framed_delivered = 0, framed_consumed = 0;
-        uint64_t raw_delivered = 0, raw_credited = 0;
+        WindowMarks window;  // the request body: framed bytes core took -> DATA bytes
 
         // ---- response ----
         llhttp_t parser;
@@ -135,15 +73,9 @@ struct H2Session::Impl {
         bool has_provider = false;   // DATA follow the final head
         bool response_done = false;  // the app's response is complete
         bool response_failed = false;
-        bool deferred = false;  // the data provider is waiting for bytes
-        size_t response_head_bytes = 0;
-        std::string field_name, field_value;
+        HeadReader response_head;            // the response head (or trailers) being parsed
         std::vector<Field> response_fields;  // the head (or trailers) being parsed
-        std::vector<Field> response_trailers;
-        std::string body;  // de-framed response body not yet handed to nghttp2
-        size_t body_offset = 0;
-
-        size_t bufferedBody() const { return body.size() - body_offset; }
+        OutgoingBody out;  // de-framed response body (and trailers) not yet handed to nghttp2
     };
 
     Impl(const H2Options& o, H2Events& e) : options(o), events(e) {
@@ -171,7 +103,6 @@ struct H2Session::Impl {
     void answerLocally(Stream& s, int status);
     void deliverBody(Stream& s, const uint8_t* p, size_t framed, size_t raw);
     void endRequest(Stream& s);
-    void credit(Stream& s, uint64_t raw);
     void spendReset();
     void resetOwn(Stream& s, uint32_t code);
 
@@ -185,8 +116,6 @@ struct H2Session::Impl {
     static int onBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*) noexcept;
     static int onHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
                         const uint8_t*, size_t, uint8_t, void*) noexcept;
-    static int onInvalidHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
-                               const uint8_t*, size_t, uint8_t, void*) noexcept;
     static int onFrameRecv(nghttp2_session*, const nghttp2_frame*, void*) noexcept;
     static int onDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t,
                            void*) noexcept;
@@ -348,12 +277,8 @@ void H2Session::Impl::answerLocally(Stream& s, int status) {
 }
 
 void H2Session::Impl::deliverBody(Stream& s, const uint8_t* p, size_t framed, size_t raw) {
-    s.framed_delivered += framed;
-    s.raw_delivered += raw;
-    if (s.chunked) {
-        if (s.marks.size() == kMaxBodyMarks) s.marks.pop_front();
-        s.marks.push_back({s.framed_delivered, s.raw_delivered});
-    }
+    // Without chunked framing, a framed byte is a DATA byte.
+    s.window.given(framed, raw, !s.chunked);
     events.onStreamBody(s.id, p, framed);
 }
 
@@ -366,14 +291,6 @@ void H2Session::Impl::endRequest(Stream& s) {
         deliverBody(s, reinterpret_cast<const uint8_t*>(scratch.data()), scratch.size(), 0);
     }
     events.onStreamRequestEnd(s.id);
-}
-
-// Reopens the windows for `raw` more DATA bytes of this stream.
-void H2Session::Impl::credit(Stream& s, uint64_t raw) {
-    raw = std::min(raw, s.raw_delivered);
-    if (raw <= s.raw_credited) return;
-    nghttp2_session_consume(session, s.id, size_t(raw - s.raw_credited));
-    s.raw_credited = raw;
 }
 
 void H2Session::Impl::spendReset() {
@@ -418,13 +335,6 @@ int H2Session::Impl::onHeader(nghttp2_session*, const nghttp2_frame* frame, cons
     self.addField(*s, {reinterpret_cast<const char*>(name), namelen},
                   {reinterpret_cast<const char*>(value), valuelen});
     return 0;
-}
-
-// A field nghttp2 would otherwise drop silently (a name that is not a token): the request is
-// malformed (RFC 9113 section 8.2.1), so the stream is reset.
-int H2Session::Impl::onInvalidHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
-                                     const uint8_t*, size_t, uint8_t, void*) noexcept {
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 int H2Session::Impl::onFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
@@ -502,8 +412,8 @@ int H2Session::Impl::onStreamClose(nghttp2_session* session, int32_t id, uint32_
     if (it == self.streams.end()) return 0;
     Stream& s = it->second;
     // DATA core never reported consumed still holds the connection's window.
-    if (s.raw_delivered > s.raw_credited) {
-        nghttp2_session_consume_connection(session, size_t(s.raw_delivered - s.raw_credited));
+    if (const uint64_t held = s.window.release()) {
+        nghttp2_session_consume_connection(session, size_t(held));
     }
     const bool delivered = s.delivered;
     if (delivered && error_code == NGHTTP2_NO_ERROR && s.response_ended) {
@@ -537,53 +447,28 @@ const llhttp_settings_t& H2Session::Impl::responseSettings() {
 }
 
 int H2Session::Impl::onResponseStatus(llhttp_t* p, const char*, size_t n) noexcept {
-    Stream& s = of(p);
-    s.response_head_bytes += n;
-    return s.response_head_bytes > kMaxResponseHead ? -1 : 0;
+    return of(p).response_head.count(n, kMaxResponseHead);
 }
 
 int H2Session::Impl::onResponseField(llhttp_t* p, const char* at, size_t n) noexcept {
-    Stream& s = of(p);
-    s.response_head_bytes += n;
-    if (s.response_head_bytes > kMaxResponseHead) return -1;
-    s.field_name.append(at, n);
-    return 0;
+    return of(p).response_head.addName(at, n, kMaxResponseHead);
 }
 
 int H2Session::Impl::onResponseValue(llhttp_t* p, const char* at, size_t n) noexcept {
-    Stream& s = of(p);
-    s.response_head_bytes += n;
-    if (s.response_head_bytes > kMaxResponseHead) return -1;
-    s.field_value.append(at, n);
-    return 0;
+    return of(p).response_head.addValue(at, n, kMaxResponseHead);
 }
 
 int H2Session::Impl::onResponseValueComplete(llhttp_t* p) noexcept {
     Stream& s = of(p);
-    s.response_fields.push_back({lowered(s.field_name), std::move(s.field_value)});
-    s.field_name.clear();
-    s.field_value.clear();
+    s.response_fields.push_back(s.response_head.take(false));
     return 0;
 }
 
 // Connection-specific fields and those the Connection field names go; the rest keep their order.
-std::vector<H2Session::Impl::Field> H2Session::Impl::filtered(std::vector<Field>& fields) const {
+std::vector<Field> H2Session::Impl::filtered(std::vector<Field>& fields) const {
     std::vector<std::string> named;
     for (const Field& f : fields) {
-        if (f.name != "connection") continue;
-        std::string_view v = f.value;
-        while (!v.empty()) {
-            const size_t comma = std::min(v.find(','), v.size());
-            std::string_view token = v.substr(0, comma);
-            while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
-                token.remove_prefix(1);
-            }
-            while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) {
-                token.remove_suffix(1);
-            }
-            if (!token.empty()) named.push_back(lowered(token));
-            v.remove_prefix(std::min(comma + 1, v.size()));
-        }
+        if (f.name == "connection") addConnectionOptions(f.value, named);
     }
     std::vector<Field> out;
     out.reserve(fields.size());
@@ -639,11 +524,7 @@ int H2Session::Impl::onResponseHeaders(llhttp_t* p) noexcept {
 int H2Session::Impl::onResponseBody(llhttp_t* p, const char* at, size_t n) noexcept {
     Stream& s = of(p);
     if (!s.has_provider) return 0;
-    if (s.body_offset != 0 && s.body_offset * 2 >= s.body.size()) {
-        s.body.erase(0, s.body_offset);
-        s.body_offset = 0;
-    }
-    s.body.append(at, n);
+    s.out.append(at, n);
     s.owner->bodyArrived(s);
     return 0;
 }
@@ -653,20 +534,20 @@ int H2Session::Impl::onResponseComplete(llhttp_t* p) noexcept {
     if (!s.final_head) {
         // An interim response ended: the next message on this stream is parsed afresh.
         s.response_fields.clear();
-        s.response_head_bytes = 0;
+        s.response_head.bytes = 0;
         return 0;
     }
     s.response_done = true;
     if (s.has_provider) {
-        if (!s.response_fields.empty()) s.response_trailers = s.owner->filtered(s.response_fields);
+        if (!s.response_fields.empty()) s.out.trailers = s.owner->filtered(s.response_fields);
         s.owner->bodyArrived(s);
     }
     return HPE_PAUSED;  // nothing after the final response belongs to this stream
 }
 
 void H2Session::Impl::bodyArrived(Stream& s) {
-    if (!s.deferred) return;
-    s.deferred = false;
+    if (!s.out.deferred) return;
+    s.out.deferred = false;
     nghttp2_session_resume_data(session, s.id);
 }
 
@@ -675,38 +556,12 @@ ssize_t H2Session::Impl::readBody(nghttp2_session* session, int32_t id, uint8_t*
     Impl& self = *static_cast<Impl*>(user);
     Stream* s = self.find(id);
     if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    const size_t n = std::min(length, s->bufferedBody());
-    if (n > 0) {
-        std::memcpy(buf, s->body.data() + s->body_offset, n);
-        s->body_offset += n;
-        if (s->body_offset == s->body.size()) {
-            s->body.clear();
-            s->body_offset = 0;
-        }
-    }
-    if (s->response_done && s->bufferedBody() == 0) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (!s->response_trailers.empty()) {
-            std::vector<nghttp2_nv> nva;
-            for (const Field& f : s->response_trailers) nva.push_back(makeNv(f.name, f.value));
-            if (nghttp2_submit_trailer(session, id, nva.data(), nva.size()) == 0) {
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            }
-            s->response_trailers.clear();
-        }
-        return ssize_t(n);
-    }
-    if (n == 0) {
-        s->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return ssize_t(n);
+    return s->out.read(session, id, buf, length, flags, s->response_done);
 }
 
 void H2Session::Impl::failResponse(Stream& s) {
     s.response_failed = true;
-    std::string().swap(s.body);
-    s.body_offset = 0;
+    s.out.discard();
     resetOwn(s, NGHTTP2_INTERNAL_ERROR);
 }
 
@@ -714,40 +569,8 @@ void H2Session::Impl::failResponse(Stream& s) {
 
 H2Session::H2Session(const H2Options& options, H2Events& events)
     : impl_(std::make_unique<Impl>(options, events)) {
-    nghttp2_session_callbacks* cbs = nullptr;
-    nghttp2_option* opt = nullptr;
-    if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0) {
-        if (cbs) nghttp2_session_callbacks_del(cbs);
-        impl_->fatal = true;
-        return;
-    }
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &Impl::onBeginHeaders);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, &Impl::onHeader);
-    nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, &Impl::onInvalidHeader);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &Impl::onFrameRecv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Impl::onDataChunk);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Impl::onFrameSend);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Impl::onStreamClose);
-
-    // Windows reopen only as core hands the body to the app (consumed()); HTTP messaging
-    // checks stay on (the default).
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    // Replies the client does not read (PING and SETTINGS ACKs, RST_STREAM) are capped: past
-    // it, NGHTTP2_ERR_FLOODED ends the connection.
-    nghttp2_option_set_max_outbound_ack(opt, 1000);
-    nghttp2_option_set_max_settings(opt, 32);
-#ifdef SIDECAR_NGHTTP2_MAX_CONTINUATIONS
-    // A header block spread over more CONTINUATION frames ends the connection
-    // (CVE-2024-28182); the header-list limits bound what is kept either way.
-    nghttp2_option_set_max_continuations(opt, 8);
-#endif
-    const int rv = nghttp2_session_server_new2(&impl_->session, cbs, impl_.get(), opt);
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) {
-        impl_->session = nullptr;
-        impl_->fatal = true;
-    }
+    impl_->session = newSession(Role::Server, impl_.get());
+    if (!impl_->session) impl_->fatal = true;
 }
 
 H2Session::~H2Session() = default;
@@ -769,27 +592,14 @@ void H2Session::start() {
     }
     // The connection window lets every stream fill its own window: a stream whose app is slow
     // does not stall the others, and the bytes held stay bounded by the per-stream windows.
-    const uint64_t connection_window =
-        std::min<uint64_t>(uint64_t(m.options.initial_window) *
-                               std::max<uint32_t>(m.options.max_concurrent_streams, 1),
-                           NGHTTP2_MAX_WINDOW_SIZE);
-    if (connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
-        nghttp2_session_set_local_window_size(m.session, NGHTTP2_FLAG_NONE, 0,
-                                              int32_t(connection_window));
-    }
+    widenConnectionWindow(m.session, uint64_t(m.options.initial_window) *
+                                         std::max<uint32_t>(m.options.max_concurrent_streams, 1));
 }
 
 Status H2Session::feed(const uint8_t* p, size_t n) {
     Impl& m = *impl_;
     if (m.closed || m.fatal || !m.session) return Status::Close;
-    const ssize_t rv = nghttp2_session_mem_recv(m.session, p, n);
-    if (rv < 0) {
-        // Bad preface, a flood of unread replies, or out of memory: end the connection.
-        m.fatal = true;
-        nghttp2_session_terminate_session(m.session, rv == NGHTTP2_ERR_FLOODED
-                                                         ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                         : NGHTTP2_PROTOCOL_ERROR);
-    }
+    if (!receive(m.session, p, n)) m.fatal = true;
     if (m.fatal || !nghttp2_session_want_read(m.session)) return Status::Close;
     return Status::Continue;
 }
@@ -823,8 +633,7 @@ void H2Session::resetStream(int32_t stream, uint32_t error_code) {
     Impl& m = *impl_;
     if (m.closed || !m.session) return;
     if (Impl::Stream* s = m.find(stream)) {
-        std::string().swap(s->body);
-        s->body_offset = 0;
+        s->out.discard();
         s->response_failed = true;
         m.resetOwn(*s, error_code);
     }
@@ -835,24 +644,14 @@ void H2Session::consumed(int32_t stream, size_t n) {
     if (m.closed || !m.session || n == 0) return;
     Impl::Stream* s = m.find(stream);
     if (!s || !s->delivered) return;
-    s->framed_consumed = std::min(s->framed_consumed + n, s->framed_delivered);
-    if (!s->chunked) {
-        m.credit(*s, s->framed_consumed);
-        return;
+    if (const uint64_t more = s->window.consume(n)) {
+        nghttp2_session_consume(m.session, stream, size_t(more));
     }
-    // Chunked: a piece's DATA bytes count once all of its framed bytes are taken.
-    uint64_t raw = s->raw_credited;
-    while (!s->marks.empty() && s->marks.front().framed_end <= s->framed_consumed) {
-        raw = std::max(raw, s->marks.front().raw_end);
-        s->marks.pop_front();
-    }
-    if (s->framed_consumed == s->framed_delivered) raw = s->raw_delivered;
-    m.credit(*s, raw);
 }
 
 size_t H2Session::buffered(int32_t stream) const {
     const Impl::Stream* s = impl_->find(stream);
-    return s ? s->bufferedBody() : 0;
+    return s ? s->out.buffered() : 0;
 }
 
 Status H2Session::flush(size_t budget) {
@@ -861,18 +660,10 @@ Status H2Session::flush(size_t budget) {
         m.closed = true;
         return Status::Close;
     }
-    size_t sent = 0;
-    while (sent < budget) {
-        const uint8_t* data = nullptr;
-        const ssize_t n = nghttp2_session_mem_send(m.session, &data);
-        if (n < 0) {
-            m.fatal = true;
-            break;
-        }
-        if (n == 0) break;
-        m.events.sendDownstream(data, size_t(n));
-        sent += size_t(n);
-    }
+    const bool sent = sendFrames(m.session, budget, [&m](const uint8_t* data, size_t n) {
+        m.events.sendDownstream(data, n);
+    });
+    if (!sent) m.fatal = true;
     if (m.fatal ||
         (!nghttp2_session_want_read(m.session) && !nghttp2_session_want_write(m.session))) {
         m.closed = true;

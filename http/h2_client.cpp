@@ -4,35 +4,25 @@
 #include <nghttp2/nghttp2.h>
 
 #include <algorithm>
-#include <cstring>
-#include <deque>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "http/h2_common.h"
+
 namespace sidecar::http {
 namespace {
 
-constexpr size_t kFieldOverhead = 32;  // RFC 9113 section 6.5.2: per field, name + value + 32
+using namespace h2;
+
 // A request head is limited by the client's http::Codec already; this only keeps a caller's bug
 // from growing an exchange's memory without end.
 constexpr size_t kMaxRequestHead = 256 * 1024;
-// Response pieces remembered per exchange to translate what core consumed (HTTP/1.1 bytes) back
-// into DATA bytes; beyond it, the oldest are merged, which only delays window updates.
-constexpr size_t kMaxBodyMarks = 32;
 // The connection window lets this many streams fill their own windows at once, so that one
 // slow client does not stall the others; what is held stays bounded by the stream windows.
 constexpr uint64_t kConnectionWindowStreams = 100;
-
-inline char lowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? char(c + ('a' - 'A')) : c; }
-
-std::string lowered(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = lowerAscii(c);
-    return out;
-}
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
@@ -40,25 +30,6 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
         if (lowerAscii(a[i]) != lowerAscii(b[i])) return false;
     }
     return true;
-}
-
-bool isTchar(char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-// A lower-case token: what HTTP/1.1 reads back as the same field name.
-bool isFieldName(std::string_view s) {
-    if (s.empty()) return false;
-    for (char c : s) {
-        if (!isTchar(c) || (c >= 'A' && c <= 'Z')) return false;
-    }
-    return true;
-}
-
-// No byte that would end or split an HTTP/1.1 header line.
-bool isFieldValue(std::string_view s) {
-    return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
 // Authority text: no space, control or DEL, and nothing that starts a path or userinfo.
@@ -69,35 +40,6 @@ bool isAuthority(std::string_view s) {
         if (u <= 0x20 || u == 0x7f || c == '/' || c == '?' || c == '#' || c == '@') return false;
     }
     return true;
-}
-
-std::string_view trimmed(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-// Fields that describe one HTTP/1.1 connection and mean nothing (or are forbidden) in HTTP/2.
-// `te` is handled apart: "trailers" is the one value HTTP/2 carries.
-bool isConnectionSpecific(std::string_view lower) {
-    return lower == "connection" || lower == "keep-alive" || lower == "proxy-connection" ||
-           lower == "transfer-encoding" || lower == "upgrade" || lower == "http2-settings";
-}
-
-void appendHex(std::string& out, size_t n) {
-    char buf[2 * sizeof(size_t)];
-    size_t i = sizeof(buf);
-    do {
-        buf[--i] = "0123456789abcdef"[n & 0xf];
-        n >>= 4;
-    } while (n != 0);
-    out.append(buf + i, sizeof(buf) - i);
-}
-
-nghttp2_nv makeNv(std::string_view name, std::string_view value) {
-    return {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-            reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-            NGHTTP2_NV_FLAG_NONE};
 }
 
 // HTTP/2 carries no reason phrase; HTTP/1.1 readers ignore it, people read it.
@@ -158,10 +100,6 @@ const char* reasonPhrase(int status) {
 }  // namespace
 
 struct H2Upstream::Impl {
-    struct Field {
-        std::string name, value;
-    };
-
     enum class Response : uint8_t {
         Head,      // waiting for (or receiving) a response head, interim ones included
         Body,      // the final head went out; DATA follow
@@ -178,15 +116,12 @@ struct H2Upstream::Impl {
 
         // ---- request (HTTP/1.1 in) ----
         llhttp_t parser;
-        std::string target, field_name, field_value;
-        std::vector<Field> fields;    // the head's fields, then (after head_done) the trailers
-        std::vector<Field> trailers;  // chunked trailers, once the request is complete
-        size_t head_bytes = 0;
+        std::string target;
+        HeadReader head;            // the head (or trailers) being parsed
+        std::vector<Field> fields;  // the head's fields, then (after head_done) the trailers
         bool head_done = false;
         bool request_done = false;
-        bool deferred = false;  // the data provider waits for body bytes
-        std::string body;       // de-chunked request body not yet handed to nghttp2
-        size_t body_offset = 0;
+        OutgoingBody out;  // de-chunked request body (and trailers) not yet handed to nghttp2
 
         // ---- response (HTTP/1.1 out) ----
         Response response = Response::Head;
@@ -197,16 +132,8 @@ struct H2Upstream::Impl {
         size_t block_bytes = 0;  // the header block being received, RFC 9113 accounting
         std::vector<Field> response_fields;
 
-        // Window accounting: core reports HTTP/1.1 bytes; windows count DATA bytes.
-        struct Mark {
-            uint64_t framed_end, raw_end;
-            bool plain;  // this piece's bytes are DATA bytes one for one
-        };
-        std::deque<Mark> marks;
-        uint64_t framed_given = 0, framed_consumed = 0;
-        uint64_t raw_given = 0, raw_credited = 0;
+        WindowMarks window;  // the response: HTTP/1.1 bytes core took -> DATA bytes
 
-        size_t bufferedBody() const { return body.size() - body_offset; }
         bool responseOpen() const {
             return response != Response::Ended && response != Response::Failed;
         }
@@ -243,7 +170,6 @@ struct H2Upstream::Impl {
     void endResponse(Call& c);
     void failResponse(Call& c, uint32_t code);
     void give(Call& c, const char* p, size_t framed, size_t raw, bool plain);
-    void credit(Call& c, uint64_t raw);
     void releaseWindow(Call& c);
     void maybeErase(Call& c);
     void failAll(uint32_t code);
@@ -252,8 +178,6 @@ struct H2Upstream::Impl {
     static int onBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*) noexcept;
     static int onHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
                         const uint8_t*, size_t, uint8_t, void*) noexcept;
-    static int onInvalidHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
-                               const uint8_t*, size_t, uint8_t, void*) noexcept;
     static int onFrameRecv(nghttp2_session*, const nghttp2_frame*, void*) noexcept;
     static int onDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t,
                            void*) noexcept;
@@ -307,33 +231,22 @@ const llhttp_settings_t& H2Upstream::Impl::requestSettings() {
 
 int H2Upstream::Impl::onUrl(llhttp_t* p, const char* at, size_t n) noexcept {
     Call& c = of(p);
-    c.head_bytes += n;
-    if (c.head_bytes > kMaxRequestHead) return -1;
+    if (c.head.count(n, kMaxRequestHead) != 0) return -1;
     c.target.append(at, n);
     return 0;
 }
 
 int H2Upstream::Impl::onRequestField(llhttp_t* p, const char* at, size_t n) noexcept {
-    Call& c = of(p);
-    c.head_bytes += n;
-    if (c.head_bytes > kMaxRequestHead) return -1;
-    c.field_name.append(at, n);
-    return 0;
+    return of(p).head.addName(at, n, kMaxRequestHead);
 }
 
 int H2Upstream::Impl::onRequestValue(llhttp_t* p, const char* at, size_t n) noexcept {
-    Call& c = of(p);
-    c.head_bytes += n;
-    if (c.head_bytes > kMaxRequestHead) return -1;
-    c.field_value.append(at, n);
-    return 0;
+    return of(p).head.addValue(at, n, kMaxRequestHead);
 }
 
 int H2Upstream::Impl::onRequestValueComplete(llhttp_t* p) noexcept {
     Call& c = of(p);
-    c.fields.push_back({lowered(c.field_name), std::string(trimmed(c.field_value))});
-    c.field_name.clear();
-    c.field_value.clear();
+    c.fields.push_back(c.head.take(true));
     return 0;
 }
 
@@ -349,11 +262,7 @@ int H2Upstream::Impl::onRequestHeaders(llhttp_t* p) noexcept {
 int H2Upstream::Impl::onRequestBody(llhttp_t* p, const char* at, size_t n) noexcept {
     Call& c = of(p);
     if (c.stream_closed || c.response == Response::Failed) return 0;  // nobody reads it
-    if (c.body_offset != 0 && c.body_offset * 2 >= c.body.size()) {
-        c.body.erase(0, c.body_offset);
-        c.body_offset = 0;
-    }
-    c.body.append(at, n);
+    c.out.append(at, n);
     return 0;
 }
 
@@ -362,11 +271,10 @@ int H2Upstream::Impl::onRequestComplete(llhttp_t* p) noexcept {
     c.request_done = true;
     for (Field& f : c.fields) {
         // What a trailer section may carry into HTTP/2 (RFC 9110 section 6.5.1).
-        if (isConnectionSpecific(f.name) || f.name == "te" || f.name == "content-length" ||
-            f.name == "host") {
+        if (isConnectionSpecific(f.name) || f.name == "content-length" || f.name == "host") {
             continue;
         }
-        c.trailers.push_back(std::move(f));
+        c.out.trailers.push_back(std::move(f));
     }
     std::vector<Field>().swap(c.fields);
     return HPE_PAUSED;  // one request per exchange
@@ -416,14 +324,7 @@ int H2Upstream::Impl::submit(Call& c) {
                 authority = f.value;
             }
         }
-        if (f.name != "connection") continue;
-        std::string_view v = f.value;
-        while (!v.empty()) {
-            const size_t comma = std::min(v.find(','), v.size());
-            const std::string_view token = trimmed(v.substr(0, comma));
-            if (!token.empty()) named.push_back(lowered(token));
-            v.remove_prefix(std::min(comma + 1, v.size()));
-        }
+        if (f.name == "connection") addConnectionOptions(f.value, named);
     }
 
     std::vector<nghttp2_nv> nva;
@@ -433,8 +334,11 @@ int H2Upstream::Impl::submit(Call& c) {
     if (!authority.empty()) nva.push_back(makeNv(":authority", authority));
     nva.push_back(makeNv(":path", path));
     for (const Field& f : c.fields) {
-        if (f.name == "host" || isConnectionSpecific(f.name)) continue;
-        if (f.name == "te" && !equalsIgnoreCase(f.value, "trailers")) continue;
+        if (f.name == "te") {
+            if (!equalsIgnoreCase(f.value, "trailers")) continue;
+        } else if (f.name == "host" || isConnectionSpecific(f.name)) {
+            continue;
+        }
         if (std::find(named.begin(), named.end(), f.name) != named.end()) continue;
         if (!isFieldValue(f.value)) return -1;
         nva.push_back(makeNv(f.name, f.name == "te" ? std::string_view("trailers") : f.value));
@@ -455,8 +359,8 @@ int H2Upstream::Impl::submit(Call& c) {
 }
 
 void H2Upstream::Impl::resume(Call& c) {
-    if (!c.deferred || c.stream == 0 || c.stream_closed) return;
-    c.deferred = false;
+    if (!c.out.deferred || c.stream == 0 || c.stream_closed) return;
+    c.out.deferred = false;
     nghttp2_session_resume_data(session, c.stream);
 }
 
@@ -466,33 +370,7 @@ ssize_t H2Upstream::Impl::readBody(nghttp2_session* session, int32_t id, uint8_t
     Impl& self = *static_cast<Impl*>(user);
     Call* c = self.byStream(id);
     if (!c) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    const size_t n = std::min(length, c->bufferedBody());
-    if (n > 0) {
-        std::memcpy(buf, c->body.data() + c->body_offset, n);
-        c->body_offset += n;
-        if (c->body_offset == c->body.size()) {
-            c->body.clear();
-            c->body_offset = 0;
-        }
-    }
-    if (c->request_done && c->bufferedBody() == 0) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (!c->trailers.empty()) {
-            std::vector<nghttp2_nv> nva;
-            nva.reserve(c->trailers.size());
-            for (const Field& f : c->trailers) nva.push_back(makeNv(f.name, f.value));
-            if (nghttp2_submit_trailer(session, id, nva.data(), nva.size()) == 0) {
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            }
-            std::vector<Field>().swap(c->trailers);
-        }
-        return ssize_t(n);
-    }
-    if (n == 0) {
-        c->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return ssize_t(n);
+    return c->out.read(session, id, buf, length, flags, c->request_done);
 }
 
 // Core's side of an exchange is over (refused or cancelled): the stream is reset and the
@@ -511,28 +389,15 @@ void H2Upstream::Impl::drop(Call& c, uint32_t code) {
 
 void H2Upstream::Impl::give(Call& c, const char* p, size_t framed, size_t raw, bool plain) {
     if (framed == 0) return;
-    c.framed_given += framed;
-    c.raw_given += raw;
-    if (c.marks.size() == kMaxBodyMarks) c.marks.pop_front();
-    c.marks.push_back({c.framed_given, c.raw_given, plain});
+    c.window.given(framed, raw, plain);
     events.onResponse(c.id, reinterpret_cast<const uint8_t*>(p), framed);
-}
-
-// Reopens the windows for `raw` DATA bytes of this stream in total.
-void H2Upstream::Impl::credit(Call& c, uint64_t raw) {
-    raw = std::min(raw, c.raw_given);
-    if (raw <= c.raw_credited) return;
-    nghttp2_session_consume(session, c.stream, size_t(raw - c.raw_credited));
-    c.raw_credited = raw;
 }
 
 // DATA core never reported consumed still holds the connection's window: it reopens now.
 void H2Upstream::Impl::releaseWindow(Call& c) {
-    if (c.raw_given > c.raw_credited) {
-        nghttp2_session_consume_connection(session, size_t(c.raw_given - c.raw_credited));
+    if (const uint64_t held = c.window.release()) {
+        nghttp2_session_consume_connection(session, size_t(held));
     }
-    c.raw_credited = c.raw_given;
-    c.marks.clear();
 }
 
 void H2Upstream::Impl::addResponseField(Call& c, std::string_view name, std::string_view value) {
@@ -543,7 +408,7 @@ void H2Upstream::Impl::addResponseField(Call& c, std::string_view name, std::str
         }
         return;
     }
-    if (isConnectionSpecific(name) || name == "te") return;  // nghttp2 refuses these already
+    if (isConnectionSpecific(name)) return;  // nghttp2 refuses these already
     if (c.response == Response::Trailers && (name == "content-length" || name == "host")) return;
     c.response_fields.push_back({std::string(name), std::string(value)});
 }
@@ -610,8 +475,7 @@ void H2Upstream::Impl::failResponse(Call& c, uint32_t code) {
     c.response = Response::Failed;
     --active;
     std::vector<Field>().swap(c.response_fields);
-    std::string().swap(c.body);
-    c.body_offset = 0;
+    c.out.discard();
     if (c.stream != 0 && !c.stream_closed) {
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, c.stream, code);
     }
@@ -676,13 +540,6 @@ int H2Upstream::Impl::onHeader(nghttp2_session*, const nghttp2_frame* frame, con
     }
     self.addResponseField(*c, n, v);
     return 0;
-}
-
-// A field nghttp2 would otherwise drop silently (a name that is not a token): the response is
-// malformed (RFC 9113 section 8.2.1), so the stream is reset.
-int H2Upstream::Impl::onInvalidHeader(nghttp2_session*, const nghttp2_frame*, const uint8_t*,
-                                      size_t, const uint8_t*, size_t, uint8_t, void*) noexcept {
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 int H2Upstream::Impl::onFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
@@ -757,9 +614,8 @@ int H2Upstream::Impl::onStreamClose(nghttp2_session*, int32_t id, uint32_t error
     Call* c = self.byStream(id);
     if (!c) return 0;
     c->stream_closed = true;
-    c->deferred = false;
-    std::string().swap(c->body);
-    c->body_offset = 0;
+    c->out.deferred = false;
+    c->out.discard();
     self.releaseWindow(*c);
     if (c->responseOpen()) {
         // Reset by the app, refused after a GOAWAY, or closed before its response ended.
@@ -777,38 +633,8 @@ int H2Upstream::Impl::onStreamClose(nghttp2_session*, int32_t id, uint32_t error
 
 H2Upstream::H2Upstream(const H2UpstreamOptions& options, H2UpstreamEvents& events)
     : impl_(std::make_unique<Impl>(options, events)) {
-    nghttp2_session_callbacks* cbs = nullptr;
-    nghttp2_option* opt = nullptr;
-    if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0) {
-        if (cbs) nghttp2_session_callbacks_del(cbs);
-        impl_->fatal = true;
-        return;
-    }
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &Impl::onBeginHeaders);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, &Impl::onHeader);
-    nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, &Impl::onInvalidHeader);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &Impl::onFrameRecv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &Impl::onDataChunk);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &Impl::onFrameSend);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &Impl::onStreamClose);
-
-    // Windows reopen only as core hands the response onward (consumed()); HTTP messaging
-    // checks stay on (the default): a malformed response resets its stream.
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    // Replies the app does not read (PING and SETTINGS ACKs) are capped: past it,
-    // NGHTTP2_ERR_FLOODED ends the connection.
-    nghttp2_option_set_max_outbound_ack(opt, 1000);
-    nghttp2_option_set_max_settings(opt, 32);
-#ifdef SIDECAR_NGHTTP2_MAX_CONTINUATIONS
-    nghttp2_option_set_max_continuations(opt, 8);
-#endif
-    const int rv = nghttp2_session_client_new2(&impl_->session, cbs, impl_.get(), opt);
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) {
-        impl_->session = nullptr;
-        impl_->fatal = true;
-    }
+    impl_->session = newSession(Role::Client, impl_.get());
+    if (!impl_->session) impl_->fatal = true;
 }
 
 H2Upstream::~H2Upstream() = default;
@@ -827,12 +653,7 @@ void H2Upstream::start() {
         m.fatal = true;
         return;
     }
-    const uint64_t connection_window = std::min<uint64_t>(
-        uint64_t(m.options.initial_window) * kConnectionWindowStreams, NGHTTP2_MAX_WINDOW_SIZE);
-    if (connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
-        nghttp2_session_set_local_window_size(m.session, NGHTTP2_FLAG_NONE, 0,
-                                              int32_t(connection_window));
-    }
+    widenConnectionWindow(m.session, uint64_t(m.options.initial_window) * kConnectionWindowStreams);
 }
 
 bool H2Upstream::request(uint64_t exchange, const uint8_t* p, size_t n) {
@@ -878,13 +699,8 @@ void H2Upstream::cancel(uint64_t exchange) {
 Status H2Upstream::feed(const uint8_t* p, size_t n) {
     Impl& m = *impl_;
     if (m.over()) return Status::Close;
-    const ssize_t rv = nghttp2_session_mem_recv(m.session, p, n);
-    if (rv < 0) {
-        // A connection error, a flood of unread replies, or out of memory: end the connection.
+    if (!receive(m.session, p, n)) {
         m.fatal = true;
-        nghttp2_session_terminate_session(m.session, rv == NGHTTP2_ERR_FLOODED
-                                                         ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                         : NGHTTP2_PROTOCOL_ERROR);
         m.failAll(NGHTTP2_PROTOCOL_ERROR);
         return Status::Close;
     }
@@ -902,18 +718,9 @@ Status H2Upstream::flush(size_t budget) {
         m.closed = true;
         return Status::Close;
     }
-    size_t sent = 0;
-    while (sent < budget) {
-        const uint8_t* data = nullptr;
-        const ssize_t n = nghttp2_session_mem_send(m.session, &data);
-        if (n < 0) {
-            m.fatal = true;
-            break;
-        }
-        if (n == 0) break;
-        m.events.sendUpstream(data, size_t(n));
-        sent += size_t(n);
-    }
+    const bool sent = sendFrames(
+        m.session, budget, [&m](const uint8_t* data, size_t n) { m.events.sendUpstream(data, n); });
+    if (!sent) m.fatal = true;
     if (m.fatal ||
         (!nghttp2_session_want_read(m.session) && !nghttp2_session_want_write(m.session))) {
         m.failAll(m.fatal ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_REFUSED_STREAM);
@@ -925,7 +732,7 @@ Status H2Upstream::flush(size_t budget) {
 
 size_t H2Upstream::buffered(uint64_t exchange) const {
     const Impl::Call* c = impl_->find(exchange);
-    return c ? c->bufferedBody() : 0;
+    return c ? c->out.buffered() : 0;
 }
 
 void H2Upstream::consumed(uint64_t exchange, size_t n) {
@@ -933,20 +740,9 @@ void H2Upstream::consumed(uint64_t exchange, size_t n) {
     if (m.over() || n == 0) return;
     Impl::Call* c = m.find(exchange);
     if (!c || c->stream == 0 || c->stream_closed) return;
-    c->framed_consumed = std::min(c->framed_consumed + n, c->framed_given);
-    // A piece's DATA bytes count once all of its bytes are taken, except a plain piece (a
-    // Content-Length body), which counts byte for byte.
-    uint64_t raw = c->raw_credited;
-    while (!c->marks.empty() && c->marks.front().framed_end <= c->framed_consumed) {
-        raw = std::max(raw, c->marks.front().raw_end);
-        c->marks.pop_front();
+    if (const uint64_t more = c->window.consume(n)) {
+        nghttp2_session_consume(m.session, c->stream, size_t(more));
     }
-    if (!c->marks.empty() && c->marks.front().plain) {
-        const Impl::Call::Mark& next = c->marks.front();
-        raw = std::max(raw, next.raw_end - (next.framed_end - c->framed_consumed));
-    }
-    if (c->framed_consumed == c->framed_given) raw = c->raw_given;
-    m.credit(*c, raw);
 }
 
 bool H2Upstream::canStart() const {

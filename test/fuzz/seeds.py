@@ -2,7 +2,7 @@
 """Writes a seed corpus into a directory: whole, valid conversations in a target's input layout,
 so that a short run starts from deep states instead of random bytes.
 
-Usage: seeds.py DIR [codec|h2] (default codec).
+Usage: seeds.py DIR [codec|h2|h2_client] (default codec).
 
 codec: HTTP/1.1 conversations for fuzz_codec.
 Layout (http/fuzz.h): byte 0 picks options; then records [op][len][bytes] with op 0 = request
@@ -12,6 +12,11 @@ even: 408), 5 = draining.
 h2: client byte streams for fuzz_h2 (test/fuzz/h2_driver.h): byte 0 = flags (bit 0: the target
 prepends a preface, bit 1: small limits, bit 2: goaway halfway, bit 3: no flush), byte 1 = feed
 piece size (0: all at once), then the client's bytes, preface included.
+
+h2_client: the app's byte streams for fuzz_h2_client (test/fuzz/h2_client_driver.h), answering
+its GET (stream 1) and chunked POST (stream 3): byte 0 = flags (bit 0: the target prepends a
+SETTINGS frame, bit 1: small limits, bit 2: cancel the GET halfway, bit 3: eof at the end),
+byte 1 = feed piece size, then the server's frames, its SETTINGS included.
 """
 import sys
 from pathlib import Path
@@ -104,6 +109,38 @@ H2_CONVERSATIONS = {
     + frame(GOAWAY, 0, 0, (1).to_bytes(4, "big") + (0).to_bytes(4, "big")),
 }
 
+# Responses (static table): :status 200 and 204; :status 100 as a literal with an indexed name.
+STATUS200, STATUS204, STATUS100 = b"\x88", b"\x89", b"\x08\x03100"
+SETTINGS_ACK = frame(SETTINGS, 0x1, 0)
+# SETTINGS_MAX_CONCURRENT_STREAMS = 1, SETTINGS_INITIAL_WINDOW_SIZE = 10.
+SETTINGS_TIGHT = frame(SETTINGS, 0, 0, (3).to_bytes(2, "big") + (1).to_bytes(4, "big")
+                       + (4).to_bytes(2, "big") + (10).to_bytes(4, "big"))
+
+H2_CLIENT_CONVERSATIONS = {
+    "get-length": SETTINGS0 + SETTINGS_ACK
+    + frame(HEADERS, END_HEADERS, 1, STATUS200 + hpack_literal(b"content-length", b"2"))
+    + frame(DATA, END_STREAM, 1, b"ok"),
+    "chunked-trailers": SETTINGS0 + SETTINGS_ACK
+    + frame(HEADERS, END_HEADERS, 1, STATUS200 + hpack_literal(b"content-type", b"text/plain"))
+    + frame(DATA, 0, 1, b"abc") + frame(DATA, 0, 1, b"de")
+    + frame(HEADERS, END_STREAM | END_HEADERS, 1, hpack_literal(b"grpc-status", b"0")),
+    "interim-and-both": SETTINGS0 + SETTINGS_ACK
+    + frame(HEADERS, END_HEADERS, 3, STATUS100)
+    + frame(HEADERS, END_STREAM | END_HEADERS, 1, STATUS204)
+    + frame(HEADERS, END_HEADERS, 3, STATUS200) + frame(DATA, END_STREAM, 3, b"done"),
+    "continuation": SETTINGS0 + SETTINGS_ACK
+    + frame(HEADERS, 0, 1, STATUS200) + frame(CONTINUATION, END_HEADERS, 1, hpack_literal(b"x-a", b"1"))
+    + frame(DATA, END_STREAM, 1, b"x"),
+    "tight-settings": SETTINGS_TIGHT + SETTINGS_ACK
+    + frame(HEADERS, END_HEADERS, 1, STATUS200) + frame(DATA, 0, 1, b"0123456789")
+    + frame(WINDOW_UPDATE, 0, 3, (100).to_bytes(4, "big")) + frame(DATA, END_STREAM, 1, b""),
+    "reset-ping-goaway": SETTINGS0 + SETTINGS_ACK
+    + frame(RST_STREAM, 0, 3, (7).to_bytes(4, "big")) + frame(PING, 0, 0, b"12345678")
+    + frame(HEADERS, END_HEADERS, 1, STATUS200)
+    + frame(GOAWAY, 0, 0, (1).to_bytes(4, "big") + (0).to_bytes(4, "big"))
+    + frame(DATA, END_STREAM, 1, b"bye"),
+}
+
 
 def main():
     out = Path(sys.argv[1])
@@ -114,6 +151,11 @@ def main():
             for flags, piece in ((0, 0), (2, 7), (4, 0), (8, 0)):
                 body = H2_PREFACE + SETTINGS0 + frames
                 (out / f"{name}-{flags}-{piece}").write_bytes(bytes([flags, piece]) + body)
+        return
+    if target == "h2_client":
+        for name, frames in H2_CLIENT_CONVERSATIONS.items():
+            for flags, piece in ((0, 0), (2, 7), (4, 0), (8, 0)):
+                (out / f"{name}-{flags}-{piece}").write_bytes(bytes([flags, piece]) + frames)
         return
     for name, records in CONVERSATIONS.items():
         for options in (0, 4 | 16):  # default limits; small limits with a client certificate
