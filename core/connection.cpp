@@ -9,6 +9,7 @@
 #include "core/h2_link.h"
 #include "core/proxy_protocol.h"
 #include "core/server.h"
+#include "http/h2_client.h"
 
 namespace sidecar::core {
 
@@ -43,6 +44,35 @@ std::string requestIdPrefix() {
 }
 
 }  // namespace
+
+// An HTTP/1.1 client of an h2c app: the codec forwards one exchange at a time (max_pipelined 1),
+// and each becomes an h2 stream on this connection's app connection; the app's frames come back
+// as HTTP/1.1 bytes for the codec.
+struct Connection::AppH2 final : http::H2UpstreamEvents {
+    AppH2(Connection& c, const http::H2UpstreamOptions& o) : conn(c), session(o, *this) {}
+
+    Connection& conn;
+    http::H2Upstream session;
+    uint64_t exchange = 1;  // the exchange the codec is sending (advanced as each completes)
+    Bytes out;              // frames for the app from the last session call
+    http::Status status = http::Status::Continue;  // of the codec calls made inside a feed
+    std::vector<std::pair<uint64_t, size_t>> fed;  // response bytes per exchange in a feed
+
+    void sendUpstream(const uint8_t* p, size_t n) override { out.insert(out.end(), p, p + n); }
+    void onResponse(uint64_t ex, const uint8_t* p, size_t n) override {
+        if (status == http::Status::Close) return;
+        status = conn.codec_->feedResponse(p, n);
+        if (!fed.empty() && fed.back().first == ex) {
+            fed.back().second += n;
+        } else {
+            fed.emplace_back(ex, n);
+        }
+    }
+    void onResponseEnd(uint64_t) override {}
+    void onExchangeFailed(uint64_t, uint32_t) override {
+        if (status != http::Status::Close) status = conn.codec_->responseEof();
+    }
+};
 
 Connection::Connection(Server& server, std::shared_ptr<const ListenerRuntime> runtime)
     : server_(server), rt_(std::move(runtime)), stats_(*rt_->stats) {
@@ -250,7 +280,9 @@ void Connection::expire() {
         }
         ++stats_.idle_timeouts;
         server_.log().debug("idle timeout", {{"listener", cfg.name}, {"client", peer_ip_}});
-        close("idle timeout");
+        // A GOAWAY first, so that the client knows no stream was lost.
+        h2_->drain();
+        if (state_ != State::Closed) closeAfterFlush("idle timeout");
         return;
     }
     switch (state_) {
@@ -639,6 +671,7 @@ void Connection::sendProxyHeader(int version) {
 
 void Connection::onUpstreamReady() {
     stats_.upstream_connect_seconds.observe(secondsSince(connect_started_ns_));
+    if (app_h2_) app_h2_->session.start();
     if (!upstream_hold_.empty()) {
         Bytes held = std::move(upstream_hold_);
         upstream_hold_ = Bytes();
@@ -695,6 +728,10 @@ void Connection::deliver(SideId from, const uint8_t* p, size_t n) {
         h2_->feed(p, n);
         return;
     }
+    if (app_h2_ && from == kUp) {
+        deliverAppH2(p, n);
+        return;
+    }
     if (!codec_ || codec_->tunneling()) {
         send(from == kDown ? kUp : kDown, p, n);
         return;
@@ -722,6 +759,41 @@ void Connection::afterCodec(http::Status st) {
     settle();
 }
 
+void Connection::deliverAppH2(const uint8_t* p, size_t n) {
+    AppH2& app = *app_h2_;
+    app.status = http::Status::Continue;
+    app.fed.clear();
+    batching_ = true;
+    const http::Status session = app.session.feed(p, n);
+    if (session == http::Status::Close && app.status != http::Status::Close) app.status = codec_->responseEof();
+    batching_ = false;
+    // What went on to the client reopens the app's windows.
+    for (const auto& [ex, bytes] : app.fed) app.session.consumed(ex, bytes);
+    flushAppH2();
+    if (state_ == State::Closed) return;
+    afterCodec(app.status);
+}
+
+void Connection::flushAppH2() {
+    while (app_h2_ && state_ != State::Closed) {
+        const Side& u = sides_[kUp];
+        if (!ready(u) || u.pending >= kHighWatermark) return;
+        const http::Status st = app_h2_->session.flush(kHighWatermark - u.pending);
+        const bool produced = !app_h2_->out.empty();
+        if (produced) {
+            Bytes b = std::move(app_h2_->out);
+            app_h2_->out = Bytes();
+            writeRaw(kUp, b.data(), b.size());
+            server_.buffers().put(std::move(b));
+        }
+        if (st == http::Status::Close) {
+            closeAfterFlush("upstream closed");
+            return;
+        }
+        if (!produced) return;
+    }
+}
+
 // ---- HTTP mode ----
 
 void Connection::startCodec() {
@@ -736,8 +808,14 @@ void Connection::startCodec() {
         }
         return;
     }
-    codec_ = std::make_unique<http::Codec>(codecOptions(), codecFacts(),
-                                           static_cast<http::CodecEvents&>(*this));
+    http::CodecOptions options = codecOptions();
+    if (rt_->cfg.upstream.http2 && rt_->cfg.http.http2.enabled) {
+        options.max_pipelined = 1;
+        http::H2UpstreamOptions o;
+        o.initial_window = rt_->cfg.http.http2.initial_window;
+        app_h2_ = std::make_unique<AppH2>(*this, o);
+    }
+    codec_ = std::make_unique<http::Codec>(options, codecFacts(), static_cast<http::CodecEvents&>(*this));
     if (drain_since_ms_ != 0) codec_->setDraining();
     // The first request head must arrive within the header timeout of this moment.
     head_since_ms_ = uv_now(server_.loop());
@@ -898,6 +976,7 @@ void Connection::onResponseHead(const http::Exchange&) {
 }
 
 void Connection::onExchangeComplete(const http::Exchange& ex) {
+    if (app_h2_) ++app_h2_->exchange;  // the codec's next request is a new h2 stream
     uint64_t started = uv_hrtime();
     if (!request_started_ns_.empty()) {
         started = request_started_ns_.front();
@@ -980,6 +1059,16 @@ void Connection::send(SideId to, const uint8_t* p, size_t n) {
             upstream_hold_.insert(upstream_hold_.end(), p, p + n);
             return;
         }
+    }
+    if (app_h2_ && to == kUp) {
+        if (!app_h2_->session.request(app_h2_->exchange, p, n)) {
+            server_.log().warn("request not carried to the h2c app", {{"listener", rt_->cfg.name},
+                                                                      {"client", peer_ip_}});
+            closeAfterFlush("h2c app session failed");
+            return;
+        }
+        flushAppH2();
+        return;
     }
     if (!s.tls) {
         writeRaw(to, p, n);
@@ -1090,6 +1179,7 @@ void Connection::onWrite(uv_write_t* req, int status) noexcept {
 
 void Connection::afterWrite(SideId id) {
     if (sides_[id].pending > kLowWatermark) return;
+    if (app_h2_ && id == kUp) flushAppH2();
     if (h2_) {
         // The session's waiting frames go out, then the client is read again.
         h2_->clientDrained();

@@ -175,6 +175,9 @@ private:
                         const char* protocol, const char* reason);
     // HTTP/2: the state follows from whether streams are open.
     void settleH2();
+    // An HTTP/1.1 client of an h2c app: the app's frames in, the session's frames out.
+    void deliverAppH2(const uint8_t* p, size_t n);
+    void flushAppH2();
     // A handle this connection counts in closes_pending_ has delivered its close callback.
     void handleClosed();
 
@@ -203,6 +206,10 @@ private:
     State state_ = State::FirstByte;
     std::unique_ptr<http::Codec> codec_;
     std::unique_ptr<H2Link> h2_;  // HTTP/2 terminated here (http.http2, ALPN h2)
+    // An HTTP/1.1 client of an h2c app (upstream.http2 with http.http2): its exchanges, one at a
+    // time, are h2 streams on the app connection.
+    struct AppH2;
+    std::unique_ptr<AppH2> app_h2_;
     bool batching_ = false;  // inside a codec feed: output is gathered per side
     Bytes batch_[2];
     Bytes upstream_hold_;  // HTTP: bytes for the app while its connection is being opened

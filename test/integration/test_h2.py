@@ -339,6 +339,28 @@ def test_h2c_app_gets_rewritten_streams(proxies, workdir, h2c_app, cert):
     assert access_record(p, "/h2c-headers")["protocol"] == "HTTP/2"
 
 
+def test_http11_client_of_an_h2c_app(proxies, workdir, h2c_app, cert):
+    """An HTTP/1.1 client on the same listener reaches the h2c app too: its keep-alive requests,
+    one after another, are h2 streams on its own app connection, trailers included."""
+    p, port = start_h2c(proxies, workdir, h2c_app, cert)
+    url = f"https://localhost:{port}"
+    r = curl("--http1.1", "--cacert", cert[0], "-H", "X-Forwarded-For: 6.6.6.6",
+             f"{url}/h2c-headers", f"{url}/small", f"{url}/h2c-headers")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("xff=127.0.0.1 xfcc= ") == 2 and "proto=HTTP/2.0" in r.stdout, r.stdout
+    assert "ok\n" in r.stdout
+    h2c_app.wait_access('"GET /h2c-headers HTTP/2.0"', count=2)
+    record = access_record(p, "/small")
+    assert record["protocol"] == "HTTP/1.1" and record["status"] == 200
+    body = workdir / "grpc.bin"
+    body.write_bytes(b"\x00\x00\x00\x00\x05hello")
+    r = curl("--http1.1", "--cacert", cert[0], "-H", "TE: trailers", "-H", "Content-Type: application/grpc",
+             "--data-binary", f"@{body}", "--raw", "-i", f"{url}/grpc")
+    # The h2c app's trailers reach an HTTP/1.1 client as chunked trailer fields.
+    assert "transfer-encoding: chunked" in r.stdout.lower(), r.stdout
+    assert "grpc-status: 0" in r.stdout, r.stdout
+
+
 def test_grpc_style_request_with_trailers_through_h2c(proxies, workdir, h2c_app, cert):
     p, port = start_h2c(proxies, workdir, h2c_app, cert)
     body = workdir / "grpc.bin"
@@ -424,6 +446,22 @@ def test_app_down_gives_502_per_stream(proxies, workdir, cert):
     p, port = start_h2(proxies, workdir, dead, cert)
     r = curl_h2(port, cert, "/x", "-w", "%{http_code} %{http_version}", "-o", "/dev/null")
     assert r.stdout == "502 2", (r.stdout, r.stderr)
+
+
+def test_idle_connection_gets_goaway_then_close(proxies, workdir, web, cert):
+    p, port = start_h2(proxies, workdir, web.port, cert, timeouts="      idle: 500ms\n")
+    c = RawH2(port, cert)
+    c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, request_block("/small")))
+    c.frames(lambda k, f, s, pl: s == 1 and f & END_STREAM)
+    started = time.monotonic()
+    got, closed = c.frames(lambda k, f, s, pl: False, timeout=10)
+    waited = time.monotonic() - started
+    c.close()
+    goaway = [pl for k, f, s, pl in got if k == GOAWAY]
+    assert closed and goaway, got
+    assert struct.unpack(">I", goaway[0][:4])[0] == 1  # the last stream it processed
+    assert struct.unpack(">I", goaway[0][4:8])[0] == 0  # NO_ERROR
+    assert 0.4 < waited < 5, waited
 
 
 # ---- abuse: rapid reset, CONTINUATION flood, a client that stops reading ----
