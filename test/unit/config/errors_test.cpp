@@ -575,6 +575,23 @@ TEST_CASE("http.http2 terminates h2 on TLS http listeners", "[errors][http2]") {
     CHECK(onlyError(tls + "    http: { http2: { max_concurrent_streams: 0 } }\n").find(
               "listeners[0].http.http2.max_concurrent_streams") != std::string::npos);
     CHECK(onlyError(tls + "    http: { http2: { streams: 5 } }\n").find("streams") != std::string::npos);
+
+    // An h2c app is fine; what terminated h2 cannot reach the app with yet is refused.
+    const auto h2 = [](const std::string& upstream) {
+        return "listeners:\n"
+               "  - name: web\n"
+               "    listen: 0.0.0.0:8080\n"
+               "    protocol: http\n"
+               "    tls: { certificate: /c, private_key: /k }\n"
+               "    http: { http2: true }\n"
+               "    upstream: " + upstream + "\n";
+    };
+    CHECK(loadValid(h2("{ address: 127.0.0.1:81, http2: true }")).listeners[0].upstream.http2);
+    CHECK(onlyError(h2("{ address: 127.0.0.1:81, tls: { ca: /ca } }")).find(
+              "upstream.tls and upstream.proxy_protocol are not supported with it") != std::string::npos);
+    CHECK(onlyError(h2("{ address: 127.0.0.1:81 }") + "    limits: { upstream_concurrency: { max: 4 } }\n") ==
+          "test.yaml:8:37: listeners[0].limits.upstream_concurrency: upstream_concurrency does not "
+          "apply to HTTP/2 streams; it cannot be combined with http.http2");
 }
 
 TEST_CASE("upstream TLS: client certificate and key go together", "[errors][upstream]") {
