@@ -90,6 +90,7 @@ GROUPS = [
     (r"libuv(_a)?\.a", "libuv"),
     (r"libllhttp\.a", "llhttp"),
     (r"libcares\.a", "c-ares"),
+    (r"libnghttp2\.a", "nghttp2"),
 ]
 OURS = "sidecar's own code (core, tls, http, config, initnet)"
 
