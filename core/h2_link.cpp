@@ -126,6 +126,9 @@ H2Link::H2Link(Connection& conn)
     timer_.data = this;
     uv_timer_init(conn_.server_.loop(), &timer_);
     ++conn_.closes_pending_;
+    check_.data = this;
+    uv_check_init(conn_.server_.loop(), &check_);
+    ++conn_.closes_pending_;
 }
 
 H2Link::~H2Link() = default;
@@ -147,7 +150,7 @@ void H2Link::feed(const uint8_t* p, size_t n) {
     ++depth_;
     const http::Status st = session_.feed(p, n);
     --depth_;
-    settle();
+    settleWith(st == http::Status::Close);
     if (st == http::Status::Close && !closed_) conn_.closeAfterFlush("HTTP/2 connection error");
 }
 
@@ -160,7 +163,7 @@ void H2Link::drain() {
     // No more streams: the idle app connections are not needed.
     for (Upstream* u : std::vector<Upstream*>(idle_)) closeUpstream(u);
     idle_.clear();
-    settle();
+    settleWith(true);
 }
 
 void H2Link::sendDownstream(const uint8_t* p, size_t n) {
@@ -276,11 +279,17 @@ void H2Link::runCodec(Stream& s, http::Status st) {
 }
 
 // The session takes what the streams produced, then the client gets the session's frames.
-void H2Link::settle() {
+void H2Link::settle() { settleWith(false); }
+
+// What the session and the app session produce goes out once per loop iteration (the check
+// phase), gathering every stream's frames of that iteration into one write; flush_now sends it
+// at once (before a close, so that a GOAWAY is not lost).
+void H2Link::settleWith(bool flush_now) {
     if (depth_ > 0 || closed_) return;
     ++depth_;
     if (h2c_) toAppSession();
-    std::vector<int32_t> ids;
+    std::vector<int32_t>& ids = settle_ids_;
+    ids.clear();
     for (const auto& [id, s] : streams_) {
         if (s->dirty || s->unacked != 0 || s->fed != s->acked) ids.push_back(id);
     }
@@ -313,15 +322,26 @@ void H2Link::settle() {
             s->acked = s->fed;
         }
     }
-    flushSession();
-    flushAppSession();
+    if (flush_now) {
+        flushSession();
+        flushAppSession();
+    } else if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&check_))) {
+        uv_check_start(&check_, onCheck);
+    }
     --depth_;
     if (closed_) return;
     finished_.clear();
     dead_apps_.clear();
+    total_buffered_ = buffered();  // once here, not per app connection
     for (Upstream* u : upstreams_) updateReading(*u);
     rearm();
     conn_.settle();
+}
+
+void H2Link::onCheck(uv_check_t* h) noexcept {
+    auto* link = static_cast<H2Link*>(h->data);
+    uv_check_stop(h);
+    link->settleWith(true);
 }
 
 // The session's frames go out while what is queued for the client stays below the high mark; a
@@ -521,12 +541,12 @@ bool H2Link::wantRead(const Upstream& u) const {
     if (u.closing || !u.connected || closed_) return false;
     if (u.shared) {
         return conn_.sides_[Connection::kDown].pending < Connection::kHighWatermark &&
-               buffered() < kMaxBuffered;
+               total_buffered_ < kMaxBuffered;
     }
     const Stream* s = u.stream;
     if (!s) return true;  // idle in the pool: watch for the app closing it
     if (conn_.sides_[Connection::kDown].pending >= Connection::kHighWatermark) return false;
-    return session_.buffered(s->id) < Connection::kHighWatermark && buffered() < kMaxBuffered;
+    return session_.buffered(s->id) < Connection::kHighWatermark && total_buffered_ < kMaxBuffered;
 }
 
 void H2Link::updateReading(Upstream& u) {
@@ -861,7 +881,9 @@ void H2Link::closeAll() {
     if (closed_) return;
     closed_ = true;
     uv_timer_stop(&timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onHandleClosed);
+    uv_check_stop(&check_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&check_), onHandleClosed);
     idle_.clear();
     for (Upstream* u : std::vector<Upstream*>(upstreams_)) {
         if (u->closing) continue;
@@ -872,7 +894,7 @@ void H2Link::closeAll() {
     for (auto& [id, s] : streams_) s->up = nullptr;
 }
 
-void H2Link::onTimerClosed(uv_handle_t* h) noexcept {
+void H2Link::onHandleClosed(uv_handle_t* h) noexcept {
     auto* link = static_cast<H2Link*>(h->data);
     link->conn_.handleClosed();
 }

@@ -7,8 +7,9 @@
 // of HTTP/1.1 mode therefore holds per stream: forwarding headers and X-Forwarded-Client-Cert
 // set by the proxy, header limits, 502 on a bad response, 504 on a late one, one access line.
 //
-// Teardown stays the Connection's: every libuv handle opened here (app sockets, the stream
-// timer) counts in its closes_pending_, and close() closes them all through closeAll().
+// Teardown stays the Connection's: every libuv handle opened here (app sockets, the streams'
+// timer, the check handle that sends each loop iteration's frames in one write) counts in its
+// closes_pending_, and close() closes them all through closeAll().
 //
 // Memory: request bodies are held to the client's flow-control windows, which reopen only as
 // the app takes the bytes; an app is read only while its stream's undelivered response bytes
@@ -69,6 +70,8 @@ private:
     // After any call into the session or a stream's codec: what the streams produced goes out,
     // finished streams are dropped, reads and the timer follow.
     void settle();
+    void settleWith(bool flush_now);
+    static void onCheck(uv_check_t* h) noexcept;
     void flushSession();
     void runCodec(Stream& s, http::Status st);
     void deliverResponse(Stream& s);
@@ -103,7 +106,7 @@ private:
     void rearm();
     void expire(Stream& s);
     static void onTimer(uv_timer_t* t) noexcept;
-    static void onTimerClosed(uv_handle_t* h) noexcept;
+    static void onHandleClosed(uv_handle_t* h) noexcept;
 
     size_t buffered() const;
 
@@ -118,7 +121,10 @@ private:
     std::vector<std::unique_ptr<AppSession>> dead_apps_;  // ended, dropped outside their calls
     Bytes out_;                                      // the session's bytes for the client
     uv_timer_t timer_;
+    uv_check_t check_;  // the iteration's frames go out in the check phase (settleWith)
     uint64_t armed_at_ms_ = 0;
+    size_t total_buffered_ = 0;          // buffered(), as of the last settle()
+    std::vector<int32_t> settle_ids_;    // settle()'s scratch list, kept for its capacity
     bool closed_ = false;
     bool goaway_ = false;
     int depth_ = 0;  // nested settle() calls
