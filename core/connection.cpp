@@ -528,6 +528,8 @@ void Connection::onHandshakeDone(SideId id) {
     if (h2_) {
         enter(State::Idle);
         h2_->start();
+        // Draining already: the SETTINGS the session starts with, then a GOAWAY.
+        if (drain_since_ms_ != 0) h2_->drain();
         if (state_ == State::Closed || state_ == State::Flushing) return;
         updateReading(kDown);
         pump(kDown);
@@ -803,7 +805,6 @@ void Connection::startCodec() {
         // h2 is terminated here (every stream parsed), or tunneled raw to an h2c upstream.
         if (rt_->cfg.http.http2.enabled) {
             h2_ = std::make_unique<H2Link>(*this);
-            if (drain_since_ms_ != 0) h2_->drain();
             head_since_ms_ = uv_now(server_.loop());
         }
         return;
