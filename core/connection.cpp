@@ -551,12 +551,7 @@ void Connection::connectUpstream() {
         upstream_candidates_ = target.candidates(uv_now(server_.loop()));
         upstream_attempt_ = 0;
         if (upstream_candidates_.empty()) {
-            ++stats_.upstream_connect_failures;
-            server_.log().warn("upstream has no address: its name has not resolved",
-                               {{"listener", rt_->cfg.name},
-                                {"upstream", rt_->cfg.upstream.address.toString()},
-                                {"client", peer_ip_},
-                                {"error", target.state.lastError()}});
+            noteNoUpstreamAddress();
             upstreamFailed(503, "upstream name not resolved");
             return;
         }
@@ -598,21 +593,8 @@ void Connection::upstreamFailed(int status, const char* reason) {
 // connection moves on to the next one, if any, once the failed socket has closed.
 void Connection::upstreamAddressFailed(int status) {
     const bool timeout = status == 0;
-    const dns::Address& address = upstream_candidates_[upstream_attempt_];
-    rt_->upstream->state.connectFailed(address, uv_now(server_.loop()));
-    if (timeout) {
-        ++stats_.upstream_connect_timeouts;
-    } else {
-        ++stats_.upstream_connect_failures;
-    }
     const bool next = upstream_attempt_ + 1 < upstream_candidates_.size();
-    server_.log().warn(timeout ? "upstream connect timeout" : "upstream connect failed",
-                       {{"listener", rt_->cfg.name},
-                        {"upstream", rt_->cfg.upstream.address.toString()},
-                        {"address", address.toString()},
-                        {"client", peer_ip_},
-                        {"error", timeout ? "timeout" : uv_strerror(status)},
-                        {"next", next ? "trying the next address" : "none left"}});
+    noteConnectFailure(upstream_candidates_[upstream_attempt_], status, next);
     if (!next) {
         upstreamFailed(timeout ? 504 : 502,
                        timeout ? "upstream connect timeout" : "upstream connect failed");
@@ -622,6 +604,32 @@ void Connection::upstreamAddressFailed(int status) {
     Side& u = sides_[kUp];
     u.closing = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&u.tcp), onUpstreamRetryClosed);
+}
+
+void Connection::noteNoUpstreamAddress() {
+    ++stats_.upstream_connect_failures;
+    server_.log().warn("upstream has no address: its name has not resolved",
+                       {{"listener", rt_->cfg.name},
+                        {"upstream", rt_->cfg.upstream.address.toString()},
+                        {"client", peer_ip_},
+                        {"error", rt_->upstream->state.lastError()}});
+}
+
+void Connection::noteConnectFailure(const dns::Address& address, int status, bool next) {
+    const bool timeout = status == 0;
+    rt_->upstream->state.connectFailed(address, uv_now(server_.loop()));
+    if (timeout) {
+        ++stats_.upstream_connect_timeouts;
+    } else {
+        ++stats_.upstream_connect_failures;
+    }
+    server_.log().warn(timeout ? "upstream connect timeout" : "upstream connect failed",
+                       {{"listener", rt_->cfg.name},
+                        {"upstream", rt_->cfg.upstream.address.toString()},
+                        {"address", address.toString()},
+                        {"client", peer_ip_},
+                        {"error", timeout ? "timeout" : uv_strerror(status)},
+                        {"next", next ? "trying the next address" : "none left"}});
 }
 
 void Connection::onUpstreamRetryClosed(uv_handle_t* h) noexcept {
@@ -983,9 +991,8 @@ void Connection::onExchangeComplete(const http::Exchange& ex) {
         started = request_started_ns_.front();
         request_started_ns_.erase(request_started_ns_.begin());
     }
-    const char* reason = ex.local ? localReason(ex.status) : "";
-    local_reason_ = nullptr;
-    recordExchange(ex, started, response_head_ns_, ex.version, reason);
+    recordExchange(ex, started, response_head_ns_, ex.version, nullptr);
+    local_reason_ = nullptr;  // it named this exchange's local answer
 }
 
 void Connection::recordExchange(const http::Exchange& ex, uint64_t started, uint64_t response_head_ns,

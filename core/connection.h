@@ -144,6 +144,11 @@ private:
     // The connect to the current upstream address failed (a libuv status) or timed out (0).
     void upstreamAddressFailed(int status);
     static void onUpstreamRetryClosed(uv_handle_t* h) noexcept;
+    // The upstream's name has not resolved, so there is no address to try: counted and logged.
+    void noteNoUpstreamAddress();
+    // The connect to `address` failed (a libuv status) or timed out (0): new connections pass it
+    // over for dns.failure_backoff; counted and logged. `next`: another address will be tried.
+    void noteConnectFailure(const dns::Address& address, int status, bool next);
     void onUpstreamReady();
     void sendProxyHeader(int version);
     void pump(SideId id);

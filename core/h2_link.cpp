@@ -386,12 +386,7 @@ void H2Link::attach(Stream& s) {
     s.attempt = 0;
     s.connect_started_ns = uv_hrtime();
     if (s.candidates.empty()) {
-        ++conn_.stats_.upstream_connect_failures;
-        conn_.server_.log().warn("upstream has no address: its name has not resolved",
-                                 {{"listener", conn_.rt_->cfg.name},
-                                  {"upstream", conn_.rt_->cfg.upstream.address.toString()},
-                                  {"client", conn_.peer_ip_},
-                                  {"error", conn_.rt_->upstream->state.lastError()}});
+        conn_.noteNoUpstreamAddress();
         runCodec(s, s.codec.localError(503));
         return;
     }
@@ -420,21 +415,8 @@ void H2Link::connect(Stream& s) {
 // The address being tried failed (a libuv status) or timed out (0): the next one, or an answer.
 void H2Link::connectFailed(Stream& s, int status) {
     const bool timeout = status == 0;
-    const dns::Address& address = s.candidates[s.attempt];
-    conn_.rt_->upstream->state.connectFailed(address, uv_now(conn_.server_.loop()));
-    if (timeout) {
-        ++conn_.stats_.upstream_connect_timeouts;
-    } else {
-        ++conn_.stats_.upstream_connect_failures;
-    }
     const bool next = s.attempt + 1 < s.candidates.size();
-    conn_.server_.log().warn(timeout ? "upstream connect timeout" : "upstream connect failed",
-                             {{"listener", conn_.rt_->cfg.name},
-                              {"upstream", conn_.rt_->cfg.upstream.address.toString()},
-                              {"address", address.toString()},
-                              {"client", conn_.peer_ip_},
-                              {"error", timeout ? "timeout" : uv_strerror(status)},
-                              {"next", next ? "trying the next address" : "none left"}});
+    conn_.noteConnectFailure(s.candidates[s.attempt], status, next);
     Upstream* u = s.up;
     s.up = nullptr;
     if (u) {
@@ -712,12 +694,7 @@ void H2Link::openAppSession() {
     app_ = std::make_unique<AppSession>(*this, o);
     const std::vector<dns::Address> candidates = conn_.rt_->upstream->candidates(uv_now(conn_.server_.loop()));
     if (candidates.empty()) {
-        ++conn_.stats_.upstream_connect_failures;
-        conn_.server_.log().warn("upstream has no address: its name has not resolved",
-                                 {{"listener", cfg.name},
-                                  {"upstream", cfg.upstream.address.toString()},
-                                  {"client", conn_.peer_ip_},
-                                  {"error", conn_.rt_->upstream->state.lastError()}});
+        conn_.noteNoUpstreamAddress();
         appSessionFailed(UV_EAI_NONAME);
         return;
     }
@@ -745,22 +722,9 @@ void H2Link::openAppSession() {
 // stream opens a new one.
 void H2Link::appSessionFailed(int status) {
     if (!app_) return;
-    const config::Listener& cfg = conn_.rt_->cfg;
     Upstream* u = app_->conn;
     const bool connecting = u && !u->connected;
-    if (connecting) {
-        if (status == 0) {
-            ++conn_.stats_.upstream_connect_timeouts;
-        } else {
-            ++conn_.stats_.upstream_connect_failures;
-        }
-        conn_.rt_->upstream->state.connectFailed(app_->address, uv_now(conn_.server_.loop()));
-        conn_.server_.log().warn(status == 0 ? "upstream connect timeout" : "upstream connect failed",
-                                 {{"listener", cfg.name},
-                                  {"upstream", cfg.upstream.address.toString()},
-                                  {"client", conn_.peer_ip_},
-                                  {"error", status == 0 ? "timeout" : uv_strerror(status)}});
-    }
+    if (connecting) conn_.noteConnectFailure(app_->address, status, false);
     ++depth_;
     app_->session.eof();  // exchanges on it fail: 502
     const int answer = connecting && status == 0 ? 504 : 502;
