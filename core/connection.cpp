@@ -127,6 +127,7 @@ void Connection::start() {
     touch();
     if (rt_->server_tls) {
         // The TLS session is allocated when the first byte shows a ClientHello.
+        fresh_id_ = server_.enterFresh();
         enter(State::FirstByte);
         updateReading(kDown);
     } else if (rt_->cfg.protocol == config::Protocol::Http) {
@@ -410,7 +411,10 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
         bytes_in_ += n;
     }
     if (state_ == State::Flushing) return;  // closing: what the client still sends is read and dropped
-    if (id == kDown && state_ == State::FirstByte && !checkFirstByte(data[0])) return;
+    if (id == kDown && state_ == State::FirstByte) {
+        leaveFresh();
+        if (!checkFirstByte(data[0])) return;
+    }
     if (!s.tls) {
         deliver(id, data, n);
         updateReading(id);
@@ -418,9 +422,10 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
     }
     s.tls->feedCiphertext(data, n);
     if (s.handshaking) {
-        // A client handshake waits its turn once this iteration's budget is spent.
-        if (id == kDown && (handshake_queued_ || !server_.handshakeBudgetLeft())) {
-            if (!handshake_queued_) server_.deferHandshake(this);
+        // A client handshake step runs after the poll phase, in the server's handshake slice:
+        // first every connection with something to read is served.
+        if (id == kDown) {
+            if (!handshake_queued_) server_.deferHandshake(this, handshake_stepped_);
             handshake_queued_ = true;
             return;
         }
@@ -430,8 +435,14 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
     pump(id);
 }
 
+void Connection::leaveFresh() {
+    if (fresh_id_ != 0) server_.leaveFresh(fresh_id_);
+    fresh_id_ = 0;
+}
+
 void Connection::resumeHandshake() {
     handshake_queued_ = false;
+    handshake_stepped_ = true;
     Side& d = sides_[kDown];
     if (state_ == State::Closed || !d.handshaking) return;
     driveHandshake(kDown);
@@ -1348,6 +1359,7 @@ void Connection::close(const char* reason) {
         server_.cancelHandshake(this);
         handshake_queued_ = false;
     }
+    leaveFresh();
     if (counted_) {
         --stats_.active;
         counted_ = false;

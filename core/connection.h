@@ -239,6 +239,9 @@ private:
     int closes_pending_ = 0;
     bool counted_ = false;    // counted in stats.active
     bool handshake_queued_ = false;  // waiting in the server's handshake queue
+    bool handshake_stepped_ = false;  // the client handshake has taken a step
+    uint64_t fresh_id_ = 0;  // a TLS connection with no first byte yet: its id in Server::enterFresh
+    void leaveFresh();
     bool client_slot_ = false;  // counted in its client's open connections
     uint32_t refused_in_a_row_ = 0;  // limits.request_rate refusals since the last admitted request
     // Its place in the listener's upstream concurrency gate (limits.upstream_concurrency): a

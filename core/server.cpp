@@ -316,38 +316,33 @@ void Server::beginDrain(const char* why) {
 void Server::onLoopIdle(uv_prepare_t* h) noexcept {
     auto* s = static_cast<Server*>(h->data);
     s->log_.flushAccess();
-    s->batch_started_ns_ = 0;  // the next I/O callbacks start a new budget
     ++s->iteration_;
 }
 
-bool Server::handshakeBudgetLeft() {
-    uint64_t now = uv_hrtime();
-    if (batch_started_ns_ == 0) batch_started_ns_ = now;
-    return now - batch_started_ns_ < kHandshakeBudgetNs;
-}
-
-void Server::deferHandshake(Connection* c) {
-    handshake_queue_.push_back(c);
+void Server::deferHandshake(Connection* c, bool finishing) {
+    (finishing ? finishing_queue_ : handshake_queue_).emplace_back(c, uv_now(loop_));
     updateLoopIdle();
 }
 
 void Server::cancelHandshake(Connection* c) {
-    std::erase(handshake_queue_, c);
+    std::erase_if(handshake_queue_, [c](const auto& q) { return q.first == c; });
+    std::erase_if(finishing_queue_, [c](const auto& q) { return q.first == c; });
     updateLoopIdle();
 }
 
 // While handshakes or granted slots wait, the loop polls without blocking.
 void Server::updateLoopIdle() {
     if (!handles_inited_) return;
-    if (handshake_queue_.empty() && granted_.empty() && accept_pending_.empty()) {
+    if (handshakesQueued() == 0 && granted_.empty() && accept_pending_.empty()) {
         uv_idle_stop(&loop_idle_);
     } else {
         uv_idle_start(&loop_idle_, [](uv_idle_t*) noexcept {});
     }
 }
 
-// After the poll phase: requests given an upstream slot go on (cheap), then deferred
-// handshakes, oldest first, for one budget (at least one step per iteration).
+// After the poll phase: requests given an upstream slot go on (cheap), then queued handshakes,
+// oldest first, for one slice (at least one step per iteration), then listeners paused while
+// handshakes were backlogged.
 void Server::onLoopCheck(uv_check_t* h) noexcept {
     auto* s = static_cast<Server*>(h->data);
     // Listeners paused by their accept batch: one accept each re-arms them for the next poll.
@@ -364,19 +359,32 @@ void Server::onLoopCheck(uv_check_t* h) noexcept {
         s->granted_.pop_front();
         c->onSlotGranted();
     }
-    if (!s->handshake_queue_.empty()) {
+    if (s->handshakesQueued() != 0) {
         const uint64_t start = uv_hrtime();
-        // The rest of this iteration (the poll does not block while handshakes wait): the
-        // handshakes get as long, within bounds.
-        const uint64_t others = s->check_done_ns_ != 0 ? start - s->check_done_ns_ : 0;
-        const uint64_t budget = std::clamp(others, kHandshakeBudgetNs, kMaxHandshakeBudgetNs);
-        s->batch_started_ns_ = start;
+        // The rest of this iteration, when the poll did not wait: the handshakes get as long,
+        // within bounds; the wider bound once the oldest has waited kHandshakeWaitMs.
+        const uint64_t others = s->handshakes_carried_ ? start - s->check_done_ns_ : 0;
+        uint64_t oldest = UINT64_MAX;
+        for (const auto* q : {&s->finishing_queue_, &s->handshake_queue_})
+            if (!q->empty()) oldest = std::min(oldest, q->front().second);
+        const bool overdue = uv_now(s->loop_) - oldest >= kHandshakeWaitMs;
+        const uint64_t slice =
+            std::clamp(others, kHandshakeSliceNs, overdue ? kMaxHandshakeSliceNs : kShortHandshakeSliceNs);
+        uint64_t now = start;
         do {
-            Connection* c = s->handshake_queue_.front();
-            s->handshake_queue_.pop_front();
+            // Handshakes already under way first: each is a client about to be served.
+            auto& q = s->finishing_queue_.empty() ? s->handshake_queue_ : s->finishing_queue_;
+            Connection* c = q.front().first;
+            q.pop_front();
             c->resumeHandshake();
-        } while (!s->handshake_queue_.empty() && uv_hrtime() - start < budget);
+            const uint64_t then = now;
+            now = uv_hrtime();
+            // A moving average over about the last 16 steps.
+            s->step_ns_ += (int64_t(now - then) - int64_t(s->step_ns_)) / 16;
+        } while (s->handshakesQueued() != 0 && now - start < slice);
     }
+    s->handshakes_carried_ = s->handshakesQueued() != 0;
+    s->resumeBacklogged();
     s->check_done_ns_ = uv_hrtime();
     s->updateLoopIdle();
 }
@@ -748,6 +756,12 @@ void Server::onListenerReadable(Listener& l) {
         l.batch_accepted = 0;
     }
     if (l.accept_deferred) return;
+    if (handshakesBacklogged(l)) {
+        // Not accepting stops libuv watching the socket until the next uv_accept.
+        l.accept_deferred = true;
+        backlogged_.push_back(&l);
+        return;
+    }
     if (l.batch_accepted >= kAcceptBatch) {
         // Not accepting stops libuv watching the socket until the next uv_accept.
         l.accept_deferred = true;
@@ -759,7 +773,46 @@ void Server::onListenerReadable(Listener& l) {
     onAccept(l);
 }
 
+uint64_t Server::enterFresh() {
+    fresh_.emplace_back(uv_now(loop_), ++fresh_seq_);
+    fresh_ids_.insert(fresh_seq_);
+    return fresh_seq_;
+}
+
+bool Server::handshakesBacklogged(const Listener& l) {
+    if (!l.runtime->server_tls || handshakesQueued() == 0) return false;
+    const uint64_t now = uv_now(loop_);
+    while (!fresh_.empty()) {
+        auto [at, id] = fresh_.front();
+        if (at + kFreshMs > now && fresh_ids_.count(id) != 0) break;
+        fresh_ids_.erase(id);
+        fresh_.pop_front();
+    }
+    const size_t cap = std::clamp<uint64_t>(kPendingHandshakesNs / std::max<uint64_t>(step_ns_, 1),
+                                            kMinPendingHandshakes, kMaxPendingHandshakes);
+    return handshakesQueued() + fresh_ids_.size() >= cap;
+}
+
+// TLS listeners paused while handshakes were backlogged: one accept re-arms each that may go on.
+// Called after every check phase's handshakes (while any is queued, the poll does not block).
+void Server::resumeBacklogged() {
+    if (backlogged_.empty()) return;
+    std::vector<Listener*> waiting;
+    waiting.swap(backlogged_);
+    for (Listener* l : waiting) {
+        if (handshakesBacklogged(*l)) {
+            backlogged_.push_back(l);
+            continue;
+        }
+        l->accept_deferred = false;
+        l->batch_accepted = 1;
+        l->batch_iteration = iteration_ + 1;  // counts in the next iteration's batch
+        onAccept(*l);
+    }
+}
+
 void Server::forgetListener(Listener* l) {
+    std::erase(backlogged_, l);
     if (std::erase(accept_pending_, l) != 0) updateLoopIdle();
 }
 

@@ -109,23 +109,46 @@ public:
     // in the kernel's backlog until after the poll phase, so that a flood of new clients cannot
     // keep established connections from being served.
     static constexpr uint32_t kAcceptBatch = 64;
+    // While handshakes are queued, a TLS listener accepts only while fewer client handshakes are
+    // pending than the loop does in kPendingHandshakesNs (by the recent average handshake step;
+    // at least kMinPendingHandshakes, at most kMaxPendingHandshakes). Pending: queued for their
+    // turn, or accepted less than kFreshMs ago with no ClientHello yet. The rest of a reconnect
+    // storm waits in the kernel's backlog, not in memory and not in the loop's reads. With no
+    // handshake queued nothing is paused, so clients that connect and stay silent cannot close
+    // the listener.
+    static constexpr uint64_t kPendingHandshakesNs = 100'000'000;
+    static constexpr uint64_t kMinPendingHandshakes = 64;
+    static constexpr uint64_t kMaxPendingHandshakes = 1024;
+    static constexpr uint64_t kFreshMs = 500;
+    bool handshakesBacklogged(const Listener& l);
+    // A TLS connection was accepted: returns its id among the fresh ones.
+    uint64_t enterFresh();
+    // It sent its first byte, or closed.
+    void leaveFresh(uint64_t id) { fresh_ids_.erase(id); }
+    void resumeBacklogged();
     void onListenerReadable(Listener& l);
     void forgetListener(Listener* l);
     void forget(Connection* c);  // called by a connection when it starts closing
 
-    // Fairness between handshakes and established connections. Client handshakes run while the
-    // current loop iteration has spent less than kHandshakeBudgetNs on I/O callbacks; past it, a
-    // connection with a ClientHello to process is queued, and the queue is worked off after the
-    // poll phase, with the poll not blocking while it is non-empty. There the queue gets as much
-    // time as the rest of the iteration took (a fair half of the CPU when both compete), at
-    // least kHandshakeBudgetNs and at most kMaxHandshakeBudgetNs. So established connections are
-    // read and written between handshake steps, whatever the size of a reconnect storm, and new
-    // clients still get their handshakes at a steady rate however busy the others keep it.
-    static constexpr uint64_t kHandshakeBudgetNs = 2'000'000;
-    static constexpr uint64_t kMaxHandshakeBudgetNs = 8'000'000;
+    // Fairness between handshakes and established connections. Client handshake steps (the
+    // public-key work) never run inside the poll phase: a connection with handshake input is
+    // queued, and after the poll phase, when every connection with something to read has been
+    // served, the queue is worked off oldest first for a slice of the iteration: as long as the
+    // rest of the iteration took, at least kHandshakeSliceNs and at least one step, and at most
+    // kShortHandshakeSliceNs, or kMaxHandshakeSliceNs once the oldest has waited
+    // kHandshakeWaitMs. While the queue is not empty the poll does not block. So a reconnect
+    // storm is worked off in short slices (one step with mbedTLS) between which established
+    // connections are read and written, and the loop's spare time all goes to handshakes; when
+    // established connections keep the loop busy and handshakes start to wait, the slices grow
+    // to a fair half of the CPU, so that new clients are not starved.
+    static constexpr uint64_t kHandshakeSliceNs = 500'000;
+    static constexpr uint64_t kShortHandshakeSliceNs = 1'000'000;
+    static constexpr uint64_t kMaxHandshakeSliceNs = 8'000'000;
+    static constexpr uint64_t kHandshakeWaitMs = 250;
     static constexpr uint64_t kRefusalSummaryMs = 10'000;
-    bool handshakeBudgetLeft();
-    void deferHandshake(Connection* c);
+    // `finishing`: the handshake has taken a step already (its next one comes first).
+    void deferHandshake(Connection* c, bool finishing);
+    size_t handshakesQueued() const { return handshake_queue_.size() + finishing_queue_.size(); }
     void cancelHandshake(Connection* c);
 
     // limits.upstream_concurrency: `c` gives its slot back (or its granted, untold place); the
@@ -178,12 +201,20 @@ private:
     uv_prepare_t log_flush_;  // runs before the loop waits for I/O: writes the access lines
     uv_check_t loop_check_;  // after the poll phase: granted slots, then deferred handshakes
     uv_idle_t loop_idle_;    // active while either waits: the poll does not block
-    std::deque<Connection*> handshake_queue_;
+    // Connections with handshake input, and when each was queued (loop ms), oldest first: new
+    // clients, and handshakes that have taken a step already (worked off first).
+    std::deque<std::pair<Connection*, uint64_t>> handshake_queue_;
+    std::deque<std::pair<Connection*, uint64_t>> finishing_queue_;
+    std::deque<std::pair<uint64_t, uint64_t>> fresh_;  // (accepted at, loop ms; id), oldest first
+    std::unordered_set<uint64_t> fresh_ids_;           // fresh ones with no first byte yet
+    uint64_t fresh_seq_ = 0;
+    std::vector<Listener*> backlogged_;  // TLS listeners paused by handshakesBacklogged()
     std::deque<Connection*> granted_;  // given an upstream slot, not yet told
     uv_timer_t refusal_timer_;         // the refusal summary's interval
     std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
-    uint64_t batch_started_ns_ = 0;  // when this iteration's I/O callbacks began (0 = not yet)
-    uint64_t check_done_ns_ = 0;     // when the last check phase ended
+    uint64_t check_done_ns_ = 0;       // when the last check phase ended
+    bool handshakes_carried_ = false;  // it left handshakes queued: the next poll did not block
+    uint64_t step_ns_ = 1'000'000;     // recent average of a queued handshake step
     uint64_t iteration_ = 0;         // loop iterations, counted before each poll
     std::vector<Listener*> accept_pending_;  // listeners with connections left for the check phase
     bool ready_ = false;

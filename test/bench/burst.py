@@ -24,8 +24,17 @@ tail (p99, p99.9) at or below nginx's.
 
 Every proxy runs one worker pinned to CPU 0 (bench.py's SidecarProxy and NginxTlsProxy, ECDSA
 P-256 certificate, TLS 1.3 negotiated); this script, wrk, h2load and the nginx upstream run on
-CPU 1. nginx listens with sidecar's backlog (1024) so that both queue the same number of
-connections the kernel has completed. Latency is taken per request by a wrk Lua script: each
+CPU 1. There the measuring client (wrk) and the upstream run at a higher priority (nice -10) than
+the burst's clients (h2load), which take the rest of the CPU: otherwise h2load's own client
+handshakes keep wrk waiting for the CPU (hundreds of ms per burst, read from wrk's
+/proc/<pid>/task/*/schedstat), and that wait lands in the established connections' latency
+whatever the proxy does. The tables show how long wrk still waited for CPU 1 during each burst,
+and the burst's handshakes/s that the burst still comes at full speed. During the burst figures
+each established connection sends its next request --think ms (10) after a response, a steady
+load that leaves the proxy's CPU room; back to back (--think 0) the established connections alone
+keep it saturated, and any CPU a handshake takes shows as queueing for all of them. nginx listens
+with sidecar's backlog (1024) so that both queue the same number of connections the kernel has
+completed. Latency is taken per request by a wrk Lua script: each
 request carries an id that the upstream echoes in a response header, and the script logs the
 request's send and completion times on the monotonic clock this script also reads, so that any
 time window of the run can be cut out afterwards. Each figure starts its proxy afresh; proxies
@@ -48,12 +57,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench import (ROOT, TLS13_CIPHERS, TWO_CPUS, NginxTlsProxy, SidecarProxy, Tls,  # noqa: E402
                    Upstream, client_context, fmt, md_table, median, negotiated, print_ratios,
-                   print_versions, ratio, rounds_order, sidecar_name)
+                   print_versions, ratio, rounds_order, sidecar_name, wait_children)
 
 # Listen backlog sidecar uses (core/server.cpp); nginx gets the same.
 SIDECAR_BACKLOG = 1024
 # Generous: a request stalled behind a storm still lands in wrk's histogram, not in "timeout".
 WRK_TIMEOUT_S = 60
+# The measuring client and the upstream on CPU 1 run ahead of the burst's clients (see above).
+MEASURING_NICE = -10
 
 # wrk Lua: ids each request, logs "sent_us done_us" per response (CLOCK_MONOTONIC, the clock of
 # Python's time.monotonic), and prints wrk's own percentiles from done().
@@ -69,13 +80,19 @@ local function now_us()
   return tonumber(ts.tv_sec) * 1000000 + math.floor(tonumber(ts.tv_nsec) / 1000)
 end
 
-local out, next_id, sent = nil, 0, {}
+local out, next_id, sent, think = nil, 0, {}, 0
 
 function init(args)
   if args[1] then
     out = io.open(args[1], "w")
     out:setvbuf("full", 1048576)
   end
+  think = tonumber(args[2] or "0")
+end
+
+-- Milliseconds a connection waits after a response before its next request (0: at once).
+function delay()
+  return think
 end
 
 function request()
@@ -112,16 +129,27 @@ end
 class Wrk:
     """wrk -t1 with the latency script, started in the background; stop() or wait() for results."""
 
-    def __init__(self, tmp, port, connections, seconds, tag):
+    def __init__(self, tmp, port, connections, seconds, tag, think_ms=0):
         self.samples_path = Path(tmp) / f"samples-{tag}.txt"
         script = Path(tmp) / "latency.lua"
         if not script.exists():
             script.write_text(LATENCY_LUA)
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT_S}s",
-                "-s", str(script), f"https://127.0.0.1:{port}/", "--", str(self.samples_path)]
+        argv = ["nice", f"-n{MEASURING_NICE}", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+                f"--timeout={WRK_TIMEOUT_S}s", "-s", str(script), f"https://127.0.0.1:{port}/", "--",
+                str(self.samples_path), str(think_ms)]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.seconds = seconds
+
+    def cpu_wait_ms(self):
+        """Milliseconds wrk's threads have spent runnable but waiting for a CPU, so far."""
+        total = 0
+        for stat in Path(f"/proc/{self.proc.pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass  # a thread that has just exited
+        return total / 1e6
 
     def stop(self):
         """Ends the run now (wrk prints its results on SIGINT)."""
@@ -284,12 +312,15 @@ def burst_once(args, tmp, make, name, clients, tag):
     proxy = make()
     seen = 0
     try:
-        w = Wrk(tmp, proxy.port, args.established, 600, tag)  # ended by stop() after the burst
+        # Ended by stop() after the burst.
+        w = Wrk(tmp, proxy.port, args.established, 600, tag, think_ms=args.think)
         time.sleep(args.warmup)  # wrk has no readiness signal: connections and upstream pool up
         quiet0 = time.monotonic()
         time.sleep(args.quiet)  # the quiet window is a span of time
         quiet1 = time.monotonic()
+        waited = w.cpu_wait_ms()
         burst = h2load_burst(proxy.port, clients)
+        waited = w.cpu_wait_ms() - waited
         time.sleep(args.after)  # lets requests stalled by the burst complete inside the run
         res = w.stop()
         seen = report_log(name, proxy, seen)
@@ -306,6 +337,7 @@ def burst_once(args, tmp, make, name, clients, tag):
         "slowest_connect_ms": None if burst["slowest_connect"] is None else burst["slowest_connect"] * 1e3,
         "failed": burst["failed"],
         "wrk_errors": res.errors(),
+        "wrk_cpu_wait_ms": waited,
     }
     line = (f"  {name:22s} N={clients:5d}  quiet p50/p99/p99.9={'/'.join(fmt(v, 0) for v in quiet)} us  "
             f"burst p50/p99/p99.9={'/'.join(fmt(v, 0) for v in fig['burst'])} us ({len(during)} req)  "
@@ -321,7 +353,8 @@ def burst_once(args, tmp, make, name, clients, tag):
 
 
 def bench_burst(args, tmp, mk):
-    print(f"\n== burst: {args.established} established keep-alive connections (wrk), then N new TLS clients at "
+    pace = f"a request {args.think} ms after each response" if args.think else "requests back to back"
+    print(f"\n== burst: {args.established} established keep-alive connections (wrk, {pace}), then N new TLS clients at "
           f"once (h2load --h1 -c N -n N); quiet window {args.quiet}s after {args.warmup}s of warm-up; "
           f"{args.rounds} round(s)")
     return run_rounds(args, tmp, mk, burst_once, "burst")
@@ -364,15 +397,17 @@ def print_burst(args, med):
             rows.append([name, f"{n:,}"] + [fmt(v, 0) for v in m["quiet"]] + [fmt(v, 0) for v in m["burst"]]
                         + [ratio(m["burst"][1], m["quiet"][1]), fmt(m["burst_requests"], 0)])
             rows2.append([name, f"{n:,}", fmt(m["completion"], 3), fmt(m["hs_per_s"], 0),
-                          fmt(m["slowest_connect_ms"], 0), fmt(m["failed"], 0), m["wrk_errors"] or "none"])
-    md_table(f"established connections (wrk -c{args.established}): latency in us without and during a burst "
+                          fmt(m["slowest_connect_ms"], 0), fmt(m["failed"], 0), m["wrk_errors"] or "none",
+                          fmt(m["wrk_cpu_wait_ms"], 0)])
+    pace = f"{args.think} ms between a response and the next request" if args.think else "back to back"
+    md_table(f"established connections (wrk -c{args.established}, {pace}): latency in us without and during a burst "
              f"of N new TLS clients (medians)",
              ["proxy", "N", "quiet p50", "quiet p99", "quiet p99.9", "burst p50", "burst p99", "burst p99.9",
               "p99 burst/quiet", "requests in burst"], rows)
     md_table("the burst itself: N clients connect at once, one full TLS handshake and one request each "
              "(medians)",
              ["proxy", "N", "completion s", "handshakes/s", "slowest connect ms", "failed clients",
-              "errors on the established connections"], rows2)
+              "errors on the established connections", "wrk waited for CPU ms"], rows2)
     for n in args.n:
         values = {name: m[n]["quiet"] + m[n]["burst"] + [m[n]["completion"], m[n]["hs_per_s"]]
                   for name, m in med.items()}
@@ -519,6 +554,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10, help="wrk run length of the load figures")
     ap.add_argument("--established", type=int, default=50, help="keep-alive connections during the burst")
+    ap.add_argument("--think", type=int, default=10,
+                    help="ms each established connection waits after a response before its next request "
+                         "during the burst figures (0: back to back, which keeps the proxy's CPU saturated)")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk before the quiet window")
     ap.add_argument("--quiet", type=float, default=3.0, help="seconds of the quiet (no burst) window")
     ap.add_argument("--after", type=float, default=1.0, help="seconds of wrk after the burst")
@@ -550,6 +588,8 @@ def main():
     try:
         tls = Tls(args.bin, tmp)
         upstream = EchoUpstream(tmp, files, hard).start()
+        for pid in [upstream.proc.pid] + wait_children(upstream.proc, 1):
+            os.setpriority(os.PRIO_PROCESS, pid, MEASURING_NICE)
         mk = makers(args, tmp, tls, upstream)
         ctx = client_context(tls.cert)
         for name, make in mk.items():

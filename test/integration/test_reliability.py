@@ -379,12 +379,19 @@ def test_client_reset_mid_upload_frees_the_connection(proxies, workdir, web, cer
     assert c.response().status == 200
 
 
-def test_handshake_flood_does_not_stop_legitimate_clients(proxies, workdir, web, cert):
-    p, port = start_http_proxy(proxies, workdir, web.port, cert, timeouts={"handshake": "30s"})
+@pytest.mark.parametrize("first", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b""],
+                         ids=["clienthello-that-never-ends", "silent"])
+def test_handshake_flood_does_not_stop_legitimate_clients(proxies, workdir, web, cert, first):
+    """300 connections that stall in their handshake, or connect and send nothing at all, hold
+    off no real client: a stalled handshake is not a queued one, and with no handshake queued
+    the TLS listener never stops accepting. Both are served long before the stalled ones time
+    out."""
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, timeouts={"handshake": "60s"})
     stalled = []
     for _ in range(300):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello that never ends
+        if first:
+            s.sendall(first)
         stalled.append(s)
     try:
         for _ in range(5):
@@ -394,6 +401,44 @@ def test_handshake_flood_does_not_stop_legitimate_clients(proxies, workdir, web,
     finally:
         for s in stalled:
             s.close()
+
+
+def test_handshake_storm_is_served_whole_and_keepalive_clients_go_on(proxies, workdir, web, cert):
+    """600 new TLS clients at once (h2load, one request each): every one is served, and a
+    keep-alive client that was already connected keeps getting answers while the storm lasts,
+    the storm's handshakes queued and the rest of it waiting in the kernel's backlog."""
+    admin = free_port()
+    p, port = start_http_proxy(proxies, workdir, web.port, cert, admin_port=admin)
+    c = Client(port, cert[0])
+    c.send(get("/small"))
+    assert c.response().status == 200
+    answered, stop, failures = [], threading.Event(), []
+
+    def keep_asking():
+        try:
+            while not stop.is_set():
+                c.send(get("/small"))
+                r = c.response()
+                if r.status != 200:
+                    failures.append(r.status)
+                answered.append(time.monotonic())
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            failures.append(repr(e))
+
+    t = threading.Thread(target=keep_asking, daemon=True)
+    t.start()
+    try:
+        started = time.monotonic()
+        r = run(["h2load", "--h1", "-c", "600", "-n", "600", f"https://localhost:{port}/small"], timeout=300)
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert "600 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout + r.stderr
+    assert not failures, failures
+    during = [a for a in answered if started < a < ended]
+    assert during, f"no answer to the established client during the {ended - started:.2f} s storm"
+    assert metric(admin, "sidecar_tls_handshakes_total", result="ok") >= 601
 
 
 def test_slowloris_every_client_gets_408(proxies, workdir, web, cert):
