@@ -340,15 +340,20 @@ void Server::updateLoopIdle() {
     }
 }
 
-// After the poll phase: requests given an upstream slot go on (cheap), then queued handshakes,
-// oldest first, for one slice (at least one step per iteration), then listeners paused while
-// handshakes were backlogged.
+// After the poll phase: paused listeners that may accept again are re-armed, requests given an
+// upstream slot go on (cheap), then queued handshakes, oldest first, for one slice (at least one
+// step per iteration).
 void Server::onLoopCheck(uv_check_t* h) noexcept {
     auto* s = static_cast<Server*>(h->data);
-    // Listeners paused by their accept batch: one accept each re-arms them for the next poll.
+    // Listeners paused by their accept batch, or while handshakes are backlogged: one accept
+    // each re-arms them for the next poll.
     std::vector<Listener*> paused;
     paused.swap(s->accept_pending_);
     for (Listener* l : paused) {
+        if (s->handshakesBacklogged(*l)) {
+            s->accept_pending_.push_back(l);
+            continue;
+        }
         l->accept_deferred = false;
         l->batch_accepted = 1;
         l->batch_iteration = s->iteration_ + 1;  // counts in the next iteration's batch
@@ -384,7 +389,6 @@ void Server::onLoopCheck(uv_check_t* h) noexcept {
         } while (s->handshakesQueued() != 0 && now - start < slice);
     }
     s->handshakes_carried_ = s->handshakesQueued() != 0;
-    s->resumeBacklogged();
     s->check_done_ns_ = uv_hrtime();
     s->updateLoopIdle();
 }
@@ -756,13 +760,7 @@ void Server::onListenerReadable(Listener& l) {
         l.batch_accepted = 0;
     }
     if (l.accept_deferred) return;
-    if (handshakesBacklogged(l)) {
-        // Not accepting stops libuv watching the socket until the next uv_accept.
-        l.accept_deferred = true;
-        backlogged_.push_back(&l);
-        return;
-    }
-    if (l.batch_accepted >= kAcceptBatch) {
+    if (l.batch_accepted >= kAcceptBatch || handshakesBacklogged(l)) {
         // Not accepting stops libuv watching the socket until the next uv_accept.
         l.accept_deferred = true;
         accept_pending_.push_back(&l);
@@ -773,14 +771,9 @@ void Server::onListenerReadable(Listener& l) {
     onAccept(l);
 }
 
-uint64_t Server::enterFresh() {
-    fresh_.emplace_back(uv_now(loop_), ++fresh_seq_);
-    fresh_ids_.insert(fresh_seq_);
-    return fresh_seq_;
-}
-
-bool Server::handshakesBacklogged(const Listener& l) {
-    if (!l.runtime->server_tls || handshakesQueued() == 0) return false;
+// Drops the fresh connections that stopped counting: those that sent a first byte or closed,
+// and those accepted kFreshMs ago or earlier.
+void Server::pruneFresh() {
     const uint64_t now = uv_now(loop_);
     while (!fresh_.empty()) {
         auto [at, id] = fresh_.front();
@@ -788,31 +781,24 @@ bool Server::handshakesBacklogged(const Listener& l) {
         fresh_ids_.erase(id);
         fresh_.pop_front();
     }
+}
+
+uint64_t Server::enterFresh() {
+    pruneFresh();  // on every accept, so the list never holds more than the last kFreshMs
+    fresh_.emplace_back(uv_now(loop_), ++fresh_seq_);
+    fresh_ids_.insert(fresh_seq_);
+    return fresh_seq_;
+}
+
+bool Server::handshakesBacklogged(const Listener& l) {
+    if (!l.runtime->server_tls || handshakesQueued() == 0) return false;
+    pruneFresh();
     const size_t cap = std::clamp<uint64_t>(kPendingHandshakesNs / std::max<uint64_t>(step_ns_, 1),
                                             kMinPendingHandshakes, kMaxPendingHandshakes);
     return handshakesQueued() + fresh_ids_.size() >= cap;
 }
 
-// TLS listeners paused while handshakes were backlogged: one accept re-arms each that may go on.
-// Called after every check phase's handshakes (while any is queued, the poll does not block).
-void Server::resumeBacklogged() {
-    if (backlogged_.empty()) return;
-    std::vector<Listener*> waiting;
-    waiting.swap(backlogged_);
-    for (Listener* l : waiting) {
-        if (handshakesBacklogged(*l)) {
-            backlogged_.push_back(l);
-            continue;
-        }
-        l->accept_deferred = false;
-        l->batch_accepted = 1;
-        l->batch_iteration = iteration_ + 1;  // counts in the next iteration's batch
-        onAccept(*l);
-    }
-}
-
 void Server::forgetListener(Listener* l) {
-    std::erase(backlogged_, l);
     if (std::erase(accept_pending_, l) != 0) updateLoopIdle();
 }
 

@@ -121,11 +121,11 @@ public:
     static constexpr uint64_t kMaxPendingHandshakes = 1024;
     static constexpr uint64_t kFreshMs = 500;
     bool handshakesBacklogged(const Listener& l);
+    void pruneFresh();
     // A TLS connection was accepted: returns its id among the fresh ones.
     uint64_t enterFresh();
     // It sent its first byte, or closed.
     void leaveFresh(uint64_t id) { fresh_ids_.erase(id); }
-    void resumeBacklogged();
     void onListenerReadable(Listener& l);
     void forgetListener(Listener* l);
     void forget(Connection* c);  // called by a connection when it starts closing
@@ -208,7 +208,6 @@ private:
     std::deque<std::pair<uint64_t, uint64_t>> fresh_;  // (accepted at, loop ms; id), oldest first
     std::unordered_set<uint64_t> fresh_ids_;           // fresh ones with no first byte yet
     uint64_t fresh_seq_ = 0;
-    std::vector<Listener*> backlogged_;  // TLS listeners paused by handshakesBacklogged()
     std::deque<Connection*> granted_;  // given an upstream slot, not yet told
     uv_timer_t refusal_timer_;         // the refusal summary's interval
     std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
@@ -216,7 +215,9 @@ private:
     bool handshakes_carried_ = false;  // it left handshakes queued: the next poll did not block
     uint64_t step_ns_ = 1'000'000;     // recent average of a queued handshake step
     uint64_t iteration_ = 0;         // loop iterations, counted before each poll
-    std::vector<Listener*> accept_pending_;  // listeners with connections left for the check phase
+    // Listeners with connections left for the check phase (their accept batch is spent, or
+    // handshakes are backlogged).
+    std::vector<Listener*> accept_pending_;
     bool ready_ = false;
     bool handles_inited_ = false;
     bool draining_ = false;
