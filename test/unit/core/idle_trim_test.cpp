@@ -37,6 +37,27 @@ TEST_CASE("buffer pool: release frees every kept buffer") {
     CHECK(pool.get().capacity() == 0);
 }
 
+TEST_CASE("buffer pool: small buffers handed in without being taken out stay bounded") {
+    BufferPool pool;
+    // A thousand handshakes each hand in the vector their first flight went out in.
+    for (int i = 0; i < 1000; ++i) pool.put(sidecar::core::Bytes(800));
+    CHECK(pool.keptBuffers() == BufferPool::kMaxKeptSmall);
+    CHECK(pool.keptBytes() == BufferPool::kMaxKeptSmall * 800);
+    // Larger buffers are still kept beside them, up to the byte cap.
+    pool.put(sidecar::core::Bytes(BufferPool::kSmallCapacity));
+    CHECK(pool.keptBuffers() == BufferPool::kMaxKeptSmall + 1);
+    // Taking a small one out makes room for another.
+    (void)pool.get();  // the large one, put last
+    CHECK(pool.get().capacity() == 800);
+    pool.put(sidecar::core::Bytes(100));
+    CHECK(pool.keptBuffers() == BufferPool::kMaxKeptSmall);
+    pool.put(sidecar::core::Bytes(100));
+    CHECK(pool.keptBuffers() == BufferPool::kMaxKeptSmall);
+    pool.release();
+    pool.put(sidecar::core::Bytes(100));
+    CHECK(pool.keptBuffers() == 1);  // release resets the small count too
+}
+
 TEST_CASE("idle trim: releases once the delay has passed with nothing to serve") {
     Loop l;
     bool idle = true;
