@@ -425,7 +425,10 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
         // A client handshake step runs after the poll phase, in the server's handshake slice:
         // first every connection with something to read is served.
         if (id == kDown) {
-            if (!handshake_queued_) server_.deferHandshake(this, handshake_stepped_);
+            if (!handshake_queued_) {
+                server_.deferHandshake(this, handshake_stepped_);
+                ++stats_.handshakes_waiting;
+            }
             handshake_queued_ = true;
             return;
         }
@@ -441,6 +444,7 @@ void Connection::leaveFresh() {
 }
 
 void Connection::resumeHandshake() {
+    if (handshake_queued_) --stats_.handshakes_waiting;
     handshake_queued_ = false;
     handshake_stepped_ = true;
     Side& d = sides_[kDown];
@@ -1357,6 +1361,7 @@ void Connection::close(const char* reason) {
     if (accepted_ns_ != 0) recordEnd();
     if (handshake_queued_) {
         server_.cancelHandshake(this);
+        --stats_.handshakes_waiting;
         handshake_queued_ = false;
     }
     leaveFresh();

@@ -760,7 +760,9 @@ void Server::onListenerReadable(Listener& l) {
         l.batch_accepted = 0;
     }
     if (l.accept_deferred) return;
-    if (l.batch_accepted >= kAcceptBatch || handshakesBacklogged(l)) {
+    const bool batch_done = l.batch_accepted >= kAcceptBatch;
+    if (batch_done || handshakesBacklogged(l)) {
+        if (!batch_done) ++l.runtime->stats->accept_pauses;
         // Not accepting stops libuv watching the socket until the next uv_accept.
         l.accept_deferred = true;
         accept_pending_.push_back(&l);

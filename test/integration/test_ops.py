@@ -273,6 +273,8 @@ DOCUMENTED_FAMILIES = {
     "sidecar_tls_handshakes_total": "counter",
     "sidecar_tls_resumed_handshakes_total": "counter",
     "sidecar_tls_handshake_duration_seconds": "histogram",
+    "sidecar_tls_handshakes_waiting": "gauge",
+    "sidecar_tls_accept_pauses_total": "counter",
     "sidecar_upstream_connect_failures_total": "counter",
     "sidecar_upstream_connect_timeouts_total": "counter",
     "sidecar_idle_timeouts_total": "counter",
