@@ -143,6 +143,7 @@ void Connection::start() {
 
 void Connection::enter(State s) {
     state_ = s;
+    noteOriginating();
     state_since_ms_ = uv_now(server_.loop());
     entered_completed_ = completed_;
     rearm();
@@ -422,20 +423,38 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
     }
     s.tls->feedCiphertext(data, n);
     if (s.handshaking) {
-        // A client handshake step runs after the poll phase, in the server's handshake slice:
-        // first every connection with something to read is served.
-        if (id == kDown) {
-            if (!handshake_queued_) {
-                server_.deferHandshake(this, handshake_stepped_);
-                ++stats_.handshakes_waiting;
-            }
-            handshake_queued_ = true;
-            return;
-        }
-        driveHandshake(id);
-        if (state_ == State::Closed || s.handshaking) return;
+        // A handshake step (the client's, or the origination handshake with the app) runs after
+        // the poll phase, in the server's handshake slice: first every connection with
+        // something to read is served.
+        queueHandshake(id);
+        return;
     }
     pump(id);
+}
+
+// A handshake that has taken a step goes with those under way, ahead of new ones: each is a
+// client about to be served.
+void Connection::queueHandshake(SideId id) {
+    if (handshake_queued_) return;
+    server_.deferHandshake(this, sides_[id].stepped);
+    ++stats_.handshakes_waiting;
+    handshake_queued_ = true;
+}
+
+void Connection::dequeueHandshake() {
+    if (!handshake_queued_) return;
+    server_.cancelHandshake(this);
+    --stats_.handshakes_waiting;
+    handshake_queued_ = false;
+}
+
+// Counted while opening a connection to the app with TLS origination: each will need handshake
+// steps, so the server's accept pacing counts them (Server::handshakesBacklogged).
+void Connection::noteOriginating() {
+    const bool on = state_ == State::Connecting && rt_->client_tls != nullptr;
+    if (on == originating_) return;
+    originating_ = on;
+    server_.countOriginating(on);
 }
 
 void Connection::leaveFresh() {
@@ -446,12 +465,15 @@ void Connection::leaveFresh() {
 void Connection::resumeHandshake() {
     if (handshake_queued_) --stats_.handshakes_waiting;
     handshake_queued_ = false;
-    handshake_stepped_ = true;
-    Side& d = sides_[kDown];
-    if (state_ == State::Closed || !d.handshaking) return;
-    driveHandshake(kDown);
-    if (state_ == State::Closed || d.handshaking) return;
-    pump(kDown);
+    // One side handshakes at a time: the app is reached after the client's handshake.
+    const SideId id = sides_[kDown].handshaking ? kDown : kUp;
+    Side& s = sides_[id];
+    if (state_ == State::Closed || !s.handshaking || !s.connected || s.closing) return;
+    if (id == kUp && state_ != State::Connecting) return;  // the app was given up meanwhile
+    s.stepped = true;
+    driveHandshake(id);
+    if (state_ == State::Closed || s.handshaking) return;
+    pump(id);
 }
 
 // A TLS record starts with 0x16 (a handshake record); an HTTP request with an upper-case method.
@@ -617,6 +639,7 @@ void Connection::upstreamAddressFailed(int status) {
     }
     ++upstream_attempt_;
     Side& u = sides_[kUp];
+    dequeueHandshake();  // a step for the address given up (its deadline passed while queued)
     u.closing = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&u.tcp), onUpstreamRetryClosed);
 }
@@ -677,7 +700,11 @@ void Connection::onConnect(uv_connect_t* req, int status) noexcept {
     if (c->rt_->client_tls) {
         u.tls = c->rt_->client_tls->newSession();
         u.handshaking = true;
-        c->driveHandshake(kUp);
+        u.stepped = false;
+        // Even the first step (the ClientHello and its key share) is public-key work: it waits
+        // for the handshake slice like the rest.
+        c->queueHandshake(kUp);
+        c->updateReading(kUp);
         return;
     }
     c->onUpstreamReady();
@@ -706,6 +733,7 @@ void Connection::onUpstreamReady() {
     }
     if (codec_) {
         state_ = State::Idle;  // left Connecting; settle() names the real state
+        noteOriginating();
         settle();
     } else {
         enter(State::Relay);
@@ -1359,11 +1387,8 @@ void Connection::close(const char* reason) {
     state_ = State::Closed;
     if (!end_reason_) end_reason_ = reason;
     if (accepted_ns_ != 0) recordEnd();
-    if (handshake_queued_) {
-        server_.cancelHandshake(this);
-        --stats_.handshakes_waiting;
-        handshake_queued_ = false;
-    }
+    dequeueHandshake();
+    noteOriginating();
     leaveFresh();
     if (counted_) {
         --stats_.active;

@@ -68,7 +68,8 @@ public:
     void close(const char* reason);
     // The server is draining: finish what is in flight, answer with Connection: close, close.
     void onDrain();
-    // The server runs a client handshake it had queued (Server::deferHandshake).
+    // The server runs a handshake step it had queued (Server::deferHandshake): the client's,
+    // or the origination handshake with the app.
     void resumeHandshake();
     const std::string& peerIp() const { return peer_ip_; }
     // Counted in its client's open connections (limits.per_client): released when it closes.
@@ -104,6 +105,7 @@ private:
         bool connected = false;   // TCP established
         bool reading = false;
         bool handshaking = false;
+        bool stepped = false;     // its handshake has taken a step in the server's slice
         bool eof = false;         // the peer finished sending (FIN or close_notify)
         bool shut = false;        // we finished sending (uv_shutdown issued)
         bool shut_done = false;
@@ -137,6 +139,10 @@ private:
 
     void handleRead(SideId id, const uint8_t* data, size_t n);
     bool checkFirstByte(uint8_t byte);
+    // A handshake step for the server's handshake slice; dequeued when no longer wanted.
+    void queueHandshake(SideId id);
+    void dequeueHandshake();
+    void noteOriginating();
     void driveHandshake(SideId id);
     void onHandshakeDone(SideId id);
     void connectUpstream();
@@ -238,8 +244,8 @@ private:
     uint64_t last_activity_ms_ = 0;
     int closes_pending_ = 0;
     bool counted_ = false;    // counted in stats.active
-    bool handshake_queued_ = false;  // waiting in the server's handshake queue
-    bool handshake_stepped_ = false;  // the client handshake has taken a step
+    bool handshake_queued_ = false;  // waiting in the server's handshake queue (either side)
+    bool originating_ = false;  // counted in Server::countOriginating
     uint64_t fresh_id_ = 0;  // a TLS connection with no first byte yet: its id in Server::enterFresh
     void leaveFresh();
     bool client_slot_ = false;  // counted in its client's open connections

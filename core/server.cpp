@@ -793,11 +793,16 @@ uint64_t Server::enterFresh() {
 }
 
 bool Server::handshakesBacklogged(const Listener& l) {
-    if (!l.runtime->server_tls || handshakesQueued() == 0) return false;
+    const bool originates = l.runtime->client_tls != nullptr;
+    if ((!l.runtime->server_tls && !originates) || handshakesQueued() == 0) return false;
     pruneFresh();
     const size_t cap = std::clamp<uint64_t>(kPendingHandshakesNs / std::max<uint64_t>(step_ns_, 1),
                                             kMinPendingHandshakes, kMaxPendingHandshakes);
-    return handshakesQueued() + fresh_ids_.size() >= cap;
+    // Pending: queued steps, TLS clients with no ClientHello yet, and for a listener that
+    // originates TLS, app connections being opened (each is about to need steps; one already
+    // queued counts twice, which errs on the side of pausing).
+    const size_t originating = originates ? size_t(std::max<int64_t>(originating_, 0)) : 0;
+    return handshakesQueued() + fresh_ids_.size() + originating >= cap;
 }
 
 void Server::forgetListener(Listener* l) {

@@ -561,6 +561,43 @@ def test_ambassador_originates_tls(proxies, workdir, pki, remote, protocol):
     assert h["proto"] == "TLSv1.3"
 
 
+def test_origination_handshakes_wait_in_the_handshake_queue(proxies, workdir, pki, remote):
+    """200 plain clients at once through a TCP ambassador: each needs a TLS handshake with the
+    app. Those steps wait in the loop's handshake queue like client handshakes (the gauge shows
+    them), every client is answered, and the queue is empty afterwards."""
+    port, admin = free_port(), free_port()
+    start(proxies, workdir, ambassador_listener(
+        port, remote.port, f"        ca: {pki.ca_crt}\n        server_name: localhost"), admin_port=admin)
+    waiting, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            waiting.append(metric_value(metrics(admin), "sidecar_tls_handshakes_waiting", {"listener": "amb"}))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(200)]
+        for c in clients:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answers = []
+        for c in clients:
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+            c.close()
+            answers.append(data)
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+    assert all(a.startswith(b"HTTP/1.1 200") and b"hello from nginx" in a for a in answers), \
+        [a[:80] for a in answers if b"hello from nginx" not in a][:3]
+    assert metric_value(metrics(admin), "sidecar_tls_handshakes_waiting", {"listener": "amb"}) == 0
+    if TLS_BACKEND == "mbedtls":
+        # About 1 ms and more per origination step: 200 of them at once keep the queue visible.
+        assert max(waiting) >= 1, waiting
+
+
 @pytest.mark.parametrize("protocol", ["tcp", "http"])
 @pytest.mark.parametrize("case", ["wrong_name", "other_ca"])
 def test_ambassador_refuses_unverified_upstream(proxies, workdir, pki, remote, protocol, case):
