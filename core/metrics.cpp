@@ -341,10 +341,10 @@ std::string Metrics::render() const {
         sample(out, "sidecar_tls_handshakes_total", l + ",version=\"\",result=\"timeout\"", double(s->handshakeTimeouts()));
     }
     each("sidecar_tls_handshakes_waiting", "gauge",
-         "Client TLS handshakes waiting for their next step in the event loop now.",
+         "TLS handshakes (with clients, and with the app when originating) waiting for their next step in the event loop now.",
          [](const ListenerStats& s) { return s.handshakes_waiting; });
     each("sidecar_tls_accept_pauses_total", "counter",
-         "Times the listener stopped accepting while client TLS handshakes were backlogged.",
+         "Times the listener stopped accepting while TLS handshakes were backlogged.",
          [](const ListenerStats& s) { return s.accept_pauses; });
     header(out, "sidecar_tls_handshake_failures_total", "counter",
            "Failed or timed-out TLS handshakes with clients, by reason.");

@@ -102,9 +102,10 @@ struct ListenerStats {
         for (uint64_t v : handshake_failures) n += v;
         return n - handshakeTimeouts();
     }
-    // Client handshakes with input waiting for their step in the loop's handshake slice now, and
-    // the times the listener stopped accepting because the handshakes pending passed what the
-    // loop does in about 100 ms (new clients wait in the kernel's listen backlog meanwhile).
+    // Handshakes (client, or origination to the app) waiting for their step in the loop's
+    // handshake slice now, and the times the listener stopped accepting because the handshakes
+    // pending passed what the loop does in about 100 ms (new clients wait in the kernel's
+    // listen backlog meanwhile).
     int64_t handshakes_waiting = 0;
     uint64_t accept_pauses = 0;
     Histogram handshake_seconds;

@@ -801,8 +801,7 @@ bool Server::handshakesBacklogged(const Listener& l) {
     // Pending: queued steps, TLS clients with no ClientHello yet, and for a listener that
     // originates TLS, app connections being opened (each is about to need steps; one already
     // queued counts twice, which errs on the side of pausing).
-    const size_t originating = originates ? size_t(std::max<int64_t>(originating_, 0)) : 0;
-    return handshakesQueued() + fresh_ids_.size() + originating >= cap;
+    return handshakesQueued() + fresh_ids_.size() + (originates ? originating_ : 0) >= cap;
 }
 
 void Server::forgetListener(Listener* l) {

@@ -152,7 +152,7 @@ public:
     void cancelHandshake(Connection* c);
     // A connection began (true) or stopped (false) opening an app connection with TLS
     // origination.
-    void countOriginating(bool on) { originating_ += on ? 1 : -1; }
+    void countOriginating(bool on) { on ? ++originating_ : --originating_; }
 
     // limits.upstream_concurrency: `c` gives its slot back (or its granted, untold place); the
     // oldest waiters get the free slots and are told after the poll phase.
@@ -208,7 +208,7 @@ private:
     // clients, and handshakes that have taken a step already (worked off first).
     std::deque<std::pair<Connection*, uint64_t>> handshake_queue_;
     std::deque<std::pair<Connection*, uint64_t>> finishing_queue_;
-    int64_t originating_ = 0;  // connections opening an app connection with TLS origination
+    size_t originating_ = 0;  // connections opening an app connection with TLS origination
     std::deque<std::pair<uint64_t, uint64_t>> fresh_;  // (accepted at, loop ms; id), oldest first
     std::unordered_set<uint64_t> fresh_ids_;           // fresh ones with no first byte yet
     uint64_t fresh_seq_ = 0;
