@@ -508,7 +508,7 @@ void Connection::answerPlainHttp() {
 
 void Connection::driveHandshake(SideId id) {
     Side& s = sides_[id];
-    tls::Result r = s.tls->handshake();
+    tls::Result r = s.tls->handshake(Server::kHandshakeStepBudgetNs);
     flushCiphertext(id);
     if (state_ == State::Closed) return;
     switch (r) {
@@ -516,8 +516,13 @@ void Connection::driveHandshake(SideId id) {
             s.handshaking = false;
             onHandshakeDone(id);
             return;
-        case tls::Result::WantRead:
         case tls::Result::WantWrite:
+            // Its budget is spent: the rest of the flight is worked off in a later slice, with
+            // the handshakes under way.
+            queueHandshake(id);
+            updateReading(id);
+            return;
+        case tls::Result::WantRead:
             updateReading(id);
             return;
         case tls::Result::Eof:

@@ -376,21 +376,39 @@ void Server::onLoopCheck(uv_check_t* h) noexcept {
         const uint64_t slice =
             std::clamp(others, kHandshakeSliceNs, overdue ? kMaxHandshakeSliceNs : kShortHandshakeSliceNs);
         uint64_t now = start;
-        do {
+        for (bool first = true; s->handshakesQueued() != 0; first = false) {
             // Handshakes already under way first: each is a client about to be served.
             auto& q = s->finishing_queue_.empty() ? s->handshake_queue_ : s->finishing_queue_;
+            const bool fresh = &q == &s->handshake_queue_;
+            // A step starts only when its kind's recent average fits in what is left of the
+            // slice (a new handshake's first step, or one under way); the first always runs.
+            if (!first && now - start + (fresh ? s->first_step_ns_ : s->next_step_ns_) >= slice) break;
             Connection* c = q.front().first;
             q.pop_front();
             c->resumeHandshake();
             const uint64_t then = now;
             now = uv_hrtime();
-            // A moving average over about the last 16 steps.
-            s->step_ns_ += (int64_t(now - then) - int64_t(s->step_ns_)) / 16;
-        } while (s->handshakesQueued() != 0 && now - start < slice);
+            s->noteStep(now - then, fresh);
+        }
     }
     s->handshakes_carried_ = s->handshakesQueued() != 0;
     s->check_done_ns_ = uv_hrtime();
     s->updateLoopIdle();
+}
+
+// The loop time a handshake costs, all its steps (pieces of a flight included): the step time
+// spent while 16 new handshakes took their first step, as a moving average over about the last
+// 64 handshakes.
+void Server::noteStep(uint64_t ns, bool first) {
+    // And each kind's own step, over about the last 16.
+    uint64_t& kind = first ? first_step_ns_ : next_step_ns_;
+    kind += (int64_t(ns) - int64_t(kind)) / 16;
+    steps_ns_ += ns;
+    if (first && ++steps_started_ == 16) {
+        handshake_ns_ += (int64_t(steps_ns_ / 16) - int64_t(handshake_ns_)) / 4;
+        steps_ns_ = 0;
+        steps_started_ = 0;
+    }
 }
 
 void Server::releaseUpstreamSlot(Connection* c, ListenerLimiter& limiter) {
@@ -796,7 +814,7 @@ bool Server::handshakesBacklogged(const Listener& l) {
     const bool originates = l.runtime->client_tls != nullptr;
     if ((!l.runtime->server_tls && !originates) || handshakesQueued() == 0) return false;
     pruneFresh();
-    const size_t cap = std::clamp<uint64_t>(kPendingHandshakesNs / std::max<uint64_t>(step_ns_, 1),
+    const size_t cap = std::clamp<uint64_t>(kPendingHandshakesNs / std::max<uint64_t>(handshake_ns_, 1),
                                             kMinPendingHandshakes, kMaxPendingHandshakes);
     // Pending: queued steps, TLS clients with no ClientHello yet, and for a listener that
     // originates TLS, app connections being opened (each is about to need steps; one already

@@ -110,9 +110,9 @@ public:
     // keep established connections from being served.
     static constexpr uint32_t kAcceptBatch = 64;
     // While handshakes are queued, a TLS listener accepts only while fewer client handshakes are
-    // pending than the loop does in kPendingHandshakesNs (by the recent average handshake step;
-    // at least kMinPendingHandshakes, at most kMaxPendingHandshakes). Pending: queued for their
-    // turn, or accepted less than kFreshMs ago with no ClientHello yet. The rest of a reconnect
+    // pending than the loop does in kPendingHandshakesNs (by the recent average loop time per
+    // handshake, all its steps; at least kMinPendingHandshakes, at most kMaxPendingHandshakes).
+    // Pending: queued for their turn, or accepted less than kFreshMs ago with no ClientHello yet. The rest of a reconnect
     // storm waits in the kernel's backlog, not in memory and not in the loop's reads. With no
     // handshake queued nothing is paused, so clients that connect and stay silent cannot close
     // the listener.
@@ -136,7 +136,8 @@ public:
     // served, the queue is worked off oldest first for a slice of the iteration: as long as the
     // rest of the iteration took, at least kHandshakeSliceNs and at least one step, and at most
     // kShortHandshakeSliceNs, or kMaxHandshakeSliceNs once the oldest has waited
-    // kHandshakeWaitMs. While the queue is not empty the poll does not block. So a reconnect
+    // kHandshakeWaitMs; a step after the first starts only if its kind's recent average fits
+    // in what is left. While the queue is not empty the poll does not block. So a reconnect
     // storm is worked off in short slices (one step with mbedTLS) between which established
     // connections are read and written, and the loop's spare time all goes to handshakes; when
     // established connections keep the loop busy and handshakes start to wait, the slices grow
@@ -145,6 +146,10 @@ public:
     static constexpr uint64_t kShortHandshakeSliceNs = 1'000'000;
     static constexpr uint64_t kMaxHandshakeSliceNs = 8'000'000;
     static constexpr uint64_t kHandshakeWaitMs = 250;
+    // A handshake call stops at the first state boundary past this (tls::Session::handshake):
+    // with mbedTLS a TLS 1.3 server flight is then two pieces, the key share with the key
+    // agreement, and the signature.
+    static constexpr uint64_t kHandshakeStepBudgetNs = 250'000;
     static constexpr uint64_t kRefusalSummaryMs = 10'000;
     // `finishing`: the handshake has taken a step already (its next one comes first).
     void deferHandshake(Connection* c, bool finishing);
@@ -172,6 +177,7 @@ private:
     static void onReloadTimer(uv_timer_t* t) noexcept;
     static void onLoopIdle(uv_prepare_t* h) noexcept;
     static void onLoopCheck(uv_check_t* h) noexcept;
+    void noteStep(uint64_t ns, bool first);
     static void onRefusalSummary(uv_timer_t* t) noexcept;
     void grantWaiters(ListenerLimiter& limiter);
     void updateLoopIdle();
@@ -217,7 +223,11 @@ private:
     std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
     uint64_t check_done_ns_ = 0;       // when the last check phase ended
     bool handshakes_carried_ = false;  // it left handshakes queued: the next poll did not block
-    uint64_t step_ns_ = 1'000'000;     // recent average of a queued handshake step
+    uint64_t handshake_ns_ = 1'000'000;  // recent average loop time per handshake, all its steps
+    uint64_t steps_ns_ = 0;              // step time since handshake_ns_ was last updated
+    uint32_t steps_started_ = 0;         // new handshakes stepped in that time
+    uint64_t first_step_ns_ = 1'000'000;  // recent average of a new handshake's first step
+    uint64_t next_step_ns_ = 100'000;     // and of a later step
     uint64_t iteration_ = 0;         // loop iterations, counted before each poll
     // Listeners with connections left for the check phase (their accept batch is spent, or
     // handshakes are backlogged).

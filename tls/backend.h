@@ -157,6 +157,15 @@ public:
 
     // Drives the handshake. Ok once complete.
     virtual Result handshake() = 0;
+    // The same, in pieces: once a step has ended with at least `budget_ns` spent in this call
+    // and the handshake can go on without new input, returns WantWrite (send takeCiphertext(),
+    // then call again). So the public-key work of a flight (key share, key agreement, signature)
+    // can be spread over several calls. A backend whose library writes a flight in one call
+    // (OpenSSL) runs it whole.
+    virtual Result handshake(uint64_t budget_ns) {
+        (void)budget_ns;
+        return handshake();
+    }
     virtual bool handshakeComplete() const = 0;
 
     // Decrypts into `out`. Ok with *n > 0; WantRead when nothing is buffered; Eof on close_notify.

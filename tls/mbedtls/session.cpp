@@ -4,6 +4,7 @@
 #include <mbedtls/oid.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "tls/mbedtls/errors.h"
@@ -144,10 +145,11 @@ bool MbedSession::isTls13() const {
     return mbedtls_ssl_get_version_number(&ssl_) == MBEDTLS_SSL_VERSION_TLS1_3;
 }
 
-Result MbedSession::handshake() {
+Result MbedSession::handshake(uint64_t budget_ns) {
     if (failed_) return Result::Error;
     if (done_) return Result::Ok;
     TicketPeerScope scope(this);
+    const auto start = std::chrono::steady_clock::now();
     for (;;) {
         // Not mbedtls_ssl_is_handshake_over(): a TLS 1.3 server counts as done while its
         // NewSessionTicket is still to be written, and would write it on the first read or
@@ -163,6 +165,11 @@ Result MbedSession::handshake() {
         if (after == MBEDTLS_SSL_SERVER_CERTIFICATE) full_handshake_ = true;
         if (ret == 0) {
             if (atClientCheckpoint(before, after) && !checkClient()) return Result::Error;
+            // Out of budget: the caller sends what is written and comes back. mbedTLS keeps its
+            // place; a state that needs input will say so then.
+            if (budget_ns != UINT64_MAX && after != MBEDTLS_SSL_HANDSHAKE_OVER &&
+                uint64_t(std::chrono::nanoseconds(std::chrono::steady_clock::now() - start).count()) >= budget_ns)
+                return Result::WantWrite;
             continue;
         }
         if (ret == MBEDTLS_ERR_SSL_WANT_READ) {

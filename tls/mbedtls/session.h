@@ -46,7 +46,8 @@ public:
     bool hasCiphertext() const override { return io_.hasOutput(); }
     void takeCiphertext(std::vector<uint8_t>& out) override;
 
-    Result handshake() override;
+    Result handshake() override { return handshake(UINT64_MAX); }
+    Result handshake(uint64_t budget_ns) override;
     bool handshakeComplete() const override { return done_; }
 
     Result readPlain(uint8_t* out, size_t cap, size_t* n) override;

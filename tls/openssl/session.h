@@ -29,6 +29,7 @@ public:
     bool hasCiphertext() const override { return io_.hasOutput(); }
     void takeCiphertext(std::vector<uint8_t>& out) override;
 
+    using Session::handshake;
     Result handshake() override;
     bool handshakeComplete() const override { return done_; }
 

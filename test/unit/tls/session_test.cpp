@@ -321,6 +321,47 @@ TEST_CASE("the client verifies the server", "[tls][session][verify]") {
     }
 }
 
+// Calls handshake(budget) until it needs input or ends; counts the calls that stopped early.
+Result handshakeInPieces(Session& s, uint64_t budget_ns, int* early_stops) {
+    for (;;) {
+        Result r = s.handshake(budget_ns);
+        if (r != Result::WantWrite) return r;
+        ++*early_stops;
+    }
+}
+
+TEST_CASE("a handshake with a budget stops between states and completes the same", "[tls][session]") {
+    SIDECAR_BACKEND(backend);
+    const std::string version = GENERATE(as<std::string>{}, "1.2", "1.3");
+    INFO("TLS " << version);
+    Pair p = makePair(*backend, serverOptions(version), clientOptions("localhost", version));
+    int client_stops = 0, server_stops = 0;
+    Result rc = Result::WantRead, rs = Result::WantRead;
+    for (int round = 0; round < 10 && !(rc == Result::Ok && rs == Result::Ok); ++round) {
+        if (rc != Result::Ok) rc = handshakeInPieces(*p.client, 0, &client_stops);
+        move(*p.client, *p.server);
+        if (rs != Result::Ok) rs = handshakeInPieces(*p.server, 0, &server_stops);
+        move(*p.server, *p.client);
+        REQUIRE(rc != Result::Error);
+        REQUIRE(rs != Result::Error);
+    }
+    REQUIRE(rc == Result::Ok);
+    REQUIRE(rs == Result::Ok);
+    if (backend->name() == std::string("mbedtls")) {
+        // Each state is a piece: the server's flight alone is several.
+        CHECK(server_stops >= 3);
+        CHECK(client_stops >= 3);
+    } else {
+        // OpenSSL writes a flight in one call.
+        CHECK(server_stops == 0);
+        CHECK(client_stops == 0);
+    }
+    CHECK(p.server->info().version == "TLSv" + version);
+    CHECK(p.client->info().peer.verified);
+    CHECK(send(*p.client, *p.server, "ping") == "ping");
+    CHECK(send(*p.server, *p.client, "pong") == "pong");
+}
+
 TEST_CASE("versions: a floor of 1.3 refuses a 1.2-only client", "[tls][session]") {
     SIDECAR_BACKEND(backend);
     Pair p = makePair(*backend, serverOptions("1.3"), clientOptions("localhost", "1.2"));
