@@ -429,23 +429,38 @@ void Connection::handleRead(SideId id, const uint8_t* data, size_t n) {
         queueHandshake(id);
         return;
     }
+    if (id == kDown && first_read_) {
+        // So is a new client's first read after its handshake (its first request, with the
+        // app connection it opens): a storm's requests arrive together once their handshakes
+        // are done, and would otherwise all be served in one poll phase.
+        queueAfterHandshake(Queued::FirstRead);
+        return;
+    }
     pump(id);
 }
 
 // A handshake that has taken a step goes with those under way, ahead of new ones: each is a
 // client about to be served.
 void Connection::queueHandshake(SideId id) {
-    if (handshake_queued_) return;
+    if (queued_ != Queued::No) return;
     server_.deferHandshake(this, sides_[id].stepped);
     ++stats_.handshakes_waiting;
-    handshake_queued_ = true;
+    queued_ = Queued::Handshake;
+}
+
+// With the handshakes under way: each is a client about to be served, or done with.
+void Connection::queueAfterHandshake(Queued what) {
+    if (queued_ != Queued::No) return;
+    server_.deferHandshake(this, true);
+    queued_ = what;
+    updateReading(kDown);  // a first read: the session holds what was read until then
 }
 
 void Connection::dequeueHandshake() {
-    if (!handshake_queued_) return;
+    if (queued_ == Queued::No) return;
     server_.cancelHandshake(this);
-    --stats_.handshakes_waiting;
-    handshake_queued_ = false;
+    if (queued_ == Queued::Handshake) --stats_.handshakes_waiting;
+    queued_ = Queued::No;
 }
 
 // Counted while opening a connection to the app with TLS origination: each will need handshake
@@ -463,8 +478,19 @@ void Connection::leaveFresh() {
 }
 
 void Connection::resumeHandshake() {
-    if (handshake_queued_) --stats_.handshakes_waiting;
-    handshake_queued_ = false;
+    const Queued what = queued_;
+    queued_ = Queued::No;
+    if (what == Queued::Handshake) --stats_.handshakes_waiting;
+    if (state_ == State::Closed) return;
+    if (what == Queued::FirstRead) {
+        first_read_ = false;
+        pump(kDown);
+        return;
+    }
+    if (what == Queued::End) {
+        closeAfterFlush("client finished");
+        return;
+    }
     // One side handshakes at a time: the app is reached after the client's handshake.
     const SideId id = sides_[kDown].handshaking ? kDown : kUp;
     Side& s = sides_[id];
@@ -1275,6 +1301,12 @@ void Connection::onEof(SideId id) {
     }
     if (codec_ && !codec_->tunneling()) {
         http::Status st = id == kDown ? codec_->requestEof() : codec_->responseEof();
+        if (id == kDown && st == http::Status::Close && s.tls && queued_ == Queued::No) {
+            // A TLS client done with an idle connection: its teardown (close_notify, both
+            // sockets) waits for the slice too, as a storm's clients often all leave at once.
+            queueAfterHandshake(Queued::End);
+            return;
+        }
         if (st == http::Status::Close || id == kUp) {
             closeAfterFlush(id == kDown ? "client finished" : "upstream closed");
             return;
@@ -1438,6 +1470,7 @@ bool Connection::wantRead(SideId id) const {
     if (state_ == State::Closed || s.eof || !s.connected) return false;
     if (state_ == State::Flushing) return id == kDown;  // lingering: drain what the client still sends
     if (s.handshaking || (id == kDown && state_ == State::FirstByte)) return true;
+    if (id == kDown && queued_ == Queued::FirstRead) return false;
     return room(id) > 0;
 }
 

@@ -69,7 +69,8 @@ public:
     // The server is draining: finish what is in flight, answer with Connection: close, close.
     void onDrain();
     // The server runs a handshake step it had queued (Server::deferHandshake): the client's,
-    // or the origination handshake with the app.
+    // or the origination handshake with the app; or serves the client's first read after its
+    // handshake, or its end (Queued).
     void resumeHandshake();
     const std::string& peerIp() const { return peer_ip_; }
     // Counted in its client's open connections (limits.per_client): released when it closes.
@@ -98,6 +99,10 @@ public:
 private:
     friend class H2Link;
     enum SideId { kDown = 0, kUp = 1 };
+    // What it waits for in the server's handshake queue: a handshake step (either side), or,
+    // not counted as a handshake, the client's first read after its handshake, or the end of
+    // a client that finished on an idle connection.
+    enum class Queued : uint8_t { No, Handshake, FirstRead, End };
 
     struct Side {
         uv_tcp_t tcp;
@@ -141,6 +146,7 @@ private:
     bool checkFirstByte(uint8_t byte);
     // A handshake step for the server's handshake slice; dequeued when no longer wanted.
     void queueHandshake(SideId id);
+    void queueAfterHandshake(Queued what);
     void dequeueHandshake();
     void noteOriginating();
     void driveHandshake(SideId id);
@@ -244,7 +250,8 @@ private:
     uint64_t last_activity_ms_ = 0;
     int closes_pending_ = 0;
     bool counted_ = false;    // counted in stats.active
-    bool handshake_queued_ = false;  // waiting in the server's handshake queue (either side)
+    Queued queued_ = Queued::No;
+    bool first_read_ = true;  // the client's first read after its handshake is still to come
     bool originating_ = false;  // counted in Server::countOriginating
     uint64_t fresh_id_ = 0;  // a TLS connection with no first byte yet: its id in Server::enterFresh
     void leaveFresh();
