@@ -397,15 +397,15 @@ void Server::onLoopCheck(uv_check_t* h) noexcept {
 }
 
 // The loop time a handshake costs, all its steps (pieces of a flight included): the step time
-// spent while 16 new handshakes took their first step, as a moving average over about the last
-// 64 handshakes.
+// spent while 8 new handshakes took their first step, as a moving average over about the last
+// 16 handshakes (a storm's pacing follows it within a few dozen).
 void Server::noteStep(uint64_t ns, bool first) {
     // And each kind's own step, over about the last 16.
     uint64_t& kind = first ? first_step_ns_ : next_step_ns_;
     kind += (int64_t(ns) - int64_t(kind)) / 16;
     steps_ns_ += ns;
-    if (first && ++steps_started_ == 16) {
-        handshake_ns_ += (int64_t(steps_ns_ / 16) - int64_t(handshake_ns_)) / 4;
+    if (first && ++steps_started_ == 8) {
+        handshake_ns_ += (int64_t(steps_ns_ / 8) - int64_t(handshake_ns_)) / 2;
         steps_ns_ = 0;
         steps_started_ = 0;
     }
@@ -812,10 +812,18 @@ uint64_t Server::enterFresh() {
 
 bool Server::handshakesBacklogged(const Listener& l) {
     const bool originates = l.runtime->client_tls != nullptr;
-    if ((!l.runtime->server_tls && !originates) || handshakesQueued() == 0) return false;
+    if (!l.runtime->server_tls && !originates) return false;
+    // Nothing queued, nothing pending: silent clients cannot close a listener. App connections
+    // being opened with TLS count from their connect, before their first step is queued (a
+    // burst of plain clients would otherwise all be accepted before the first one is).
+    if (handshakesQueued() == 0 && !(originates && originating_ != 0)) return false;
     pruneFresh();
-    const size_t cap = std::clamp<uint64_t>(kPendingHandshakesNs / std::max<uint64_t>(handshake_ns_, 1),
-                                            kMinPendingHandshakes, kMaxPendingHandshakes);
+    // The floor holds only while it stands for at most kMaxPendingHandshakesNs of work: with
+    // slow handshakes (TLS to the app, ~5-15 ms each) 64 would outlast a 1 s connect deadline.
+    const uint64_t ns = std::max<uint64_t>(handshake_ns_, 1);
+    const uint64_t floor = std::min<uint64_t>(kMinPendingHandshakes, kMaxPendingHandshakesNs / ns);
+    const size_t cap = std::clamp<uint64_t>(kPendingHandshakesNs / ns, std::max<uint64_t>(floor, 1),
+                                            kMaxPendingHandshakes);
     // Pending: queued steps, TLS clients with no ClientHello yet, and for a listener that
     // originates TLS, app connections being opened (each is about to need steps; one already
     // queued counts twice, which errs on the side of pausing).

@@ -111,13 +111,15 @@ public:
     static constexpr uint32_t kAcceptBatch = 64;
     // While handshakes are queued, a TLS listener accepts only while fewer client handshakes are
     // pending than the loop does in kPendingHandshakesNs (by the recent average loop time per
-    // handshake, all its steps; at least kMinPendingHandshakes, at most kMaxPendingHandshakes).
+    // handshake, all its steps; at least kMinPendingHandshakes unless they would take longer
+    // than kMaxPendingHandshakesNs, at most kMaxPendingHandshakes).
     // Pending: queued for their turn, or accepted less than kFreshMs ago with no ClientHello yet. The rest of a reconnect
     // storm waits in the kernel's backlog, not in memory and not in the loop's reads. With no
     // handshake queued nothing is paused, so clients that connect and stay silent cannot close
     // the listener.
     static constexpr uint64_t kPendingHandshakesNs = 100'000'000;
-    static constexpr uint64_t kMinPendingHandshakes = 64;
+    static constexpr uint64_t kMinPendingHandshakes = 64;  // while that is at most:
+    static constexpr uint64_t kMaxPendingHandshakesNs = 250'000'000;
     static constexpr uint64_t kMaxPendingHandshakes = 1024;
     static constexpr uint64_t kFreshMs = 500;
     bool handshakesBacklogged(const Listener& l);
@@ -223,7 +225,9 @@ private:
     std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
     uint64_t check_done_ns_ = 0;       // when the last check phase ended
     bool handshakes_carried_ = false;  // it left handshakes queued: the next poll did not block
-    uint64_t handshake_ns_ = 1'000'000;  // recent average loop time per handshake, all its steps
+    // Recent average loop time per handshake, all its steps. It starts high (an mbedTLS server
+    // handshake costs 1-2 ms here, an origination about 5) so a first storm is not over-admitted.
+    uint64_t handshake_ns_ = 4'000'000;
     uint64_t steps_ns_ = 0;              // step time since handshake_ns_ was last updated
     uint32_t steps_started_ = 0;         // new handshakes stepped in that time
     uint64_t first_step_ns_ = 1'000'000;  // recent average of a new handshake's first step
