@@ -112,11 +112,12 @@ public:
     // While handshakes are queued, a TLS listener accepts only while fewer client handshakes are
     // pending than the loop does in kPendingHandshakesNs (by the recent average loop time per
     // handshake, all its steps; at least kMinPendingHandshakes unless they would take longer
-    // than kMaxPendingHandshakesNs, at most kMaxPendingHandshakes).
-    // Pending: queued for their turn, or accepted less than kFreshMs ago with no ClientHello yet. The rest of a reconnect
-    // storm waits in the kernel's backlog, not in memory and not in the loop's reads. With no
-    // handshake queued nothing is paused, so clients that connect and stay silent cannot close
-    // the listener.
+    // than kMaxPendingHandshakesNs, at most kMaxPendingHandshakes). Pending: queued for their
+    // turn, or accepted less than kFreshMs ago with no ClientHello yet, and for a listener that
+    // originates TLS, its app connections being opened (these count even with nothing queued).
+    // The rest of a reconnect storm waits in the kernel's backlog, not in memory and not in the
+    // loop's reads. With nothing queued or being opened nothing is paused, so clients that
+    // connect and stay silent cannot close the listener.
     static constexpr uint64_t kPendingHandshakesNs = 100'000'000;
     static constexpr uint64_t kMinPendingHandshakes = 64;  // while that is at most:
     static constexpr uint64_t kMaxPendingHandshakesNs = 250'000'000;

@@ -158,8 +158,8 @@ public:
     // Drives the handshake. Ok once complete.
     virtual Result handshake() = 0;
     // The same, in pieces: once a step has ended with at least `budget_ns` spent in this call
-    // and the handshake can go on without new input, returns WantWrite (send takeCiphertext(),
-    // then call again). So the public-key work of a flight (key share, key agreement, signature)
+    // and the handshake is not complete, returns WantWrite (send takeCiphertext(), then call
+    // again; that call returns WantRead if the next step needs input). So the public-key work of a flight (key share, key agreement, signature)
     // can be spread over several calls. A backend whose library writes a flight in one call
     // (OpenSSL) runs it whole.
     virtual Result handshake(uint64_t budget_ns) {
