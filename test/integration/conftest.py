@@ -30,10 +30,19 @@ def with_tls_backend(config_text):
     return f"tls_backend: {TLS_BACKEND}\n{config_text}"
 
 
+_handed_out = set()
+
+
 def free_port(family=socket.AF_INET):
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, and not handed out before in this run: a test that asks for
+    two ports before binding either must not get the same one twice."""
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
