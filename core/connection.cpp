@@ -126,6 +126,7 @@ void Connection::start() {
     accepted_ns_ = uv_hrtime();
     touch();
     if (rt_->server_tls) {
+        joining_ = true;
         // The TLS session is allocated when the first byte shows a ClientHello.
         fresh_id_ = server_.enterFresh();
         enter(State::FirstByte);
@@ -395,12 +396,23 @@ void Connection::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf)
     auto* c = static_cast<Connection*>(stream->data);
     SideId id = reinterpret_cast<uv_tcp_t*>(stream) == &c->sides_[kDown].tcp ? kDown : kUp;
     if (c->state_ == State::Closed) return;
+    const bool joining = c->joining_;
+    const uint64_t start = uv_hrtime();
+    c->handleReadResult(id, nread, buf);
+    // The first response has been relayed: the client is established.
+    if (joining && id == kUp && nread > 0) c->joining_ = false;
+    // Turnover: a client joining, or one that has just ended (closed, or its end queued).
+    if (joining || c->state_ == State::Closed || c->queued_ == Queued::End)
+        c->server_.noteTurnover(uv_hrtime() - start);
+}
+
+void Connection::handleReadResult(SideId id, ssize_t nread, const uv_buf_t* buf) {
     if (nread > 0) {
-        c->handleRead(id, reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread));
+        handleRead(id, reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread));
     } else if (nread == UV_EOF) {
-        c->onEof(id);
+        onEof(id);
     } else if (nread < 0) {
-        c->fail(id == kDown ? "client read error" : "upstream read error", uv_strerror(static_cast<int>(nread)));
+        fail(id == kDown ? "client read error" : "upstream read error", uv_strerror(static_cast<int>(nread)));
     }
 }
 
@@ -719,26 +731,36 @@ void Connection::onConnect(uv_connect_t* req, int status) noexcept {
     auto* c = static_cast<Connection*>(req->data);
     // Flushing: the connect timed out and the client is being answered.
     if (status == UV_ECANCELED || c->state_ == State::Closed || c->state_ == State::Flushing) return;
-    if (status != 0) {
-        c->upstreamAddressFailed(status);
+    if (!c->joining_) {
+        c->connected(status);
         return;
     }
-    c->rt_->upstream->state.connectSucceeded(c->upstream_candidates_[c->upstream_attempt_]);
-    Side& u = c->sides_[kUp];
+    const uint64_t start = uv_hrtime();
+    c->connected(status);
+    c->server_.noteTurnover(uv_hrtime() - start);
+}
+
+void Connection::connected(int status) {
+    if (status != 0) {
+        upstreamAddressFailed(status);
+        return;
+    }
+    rt_->upstream->state.connectSucceeded(upstream_candidates_[upstream_attempt_]);
+    Side& u = sides_[kUp];
     u.connected = true;
     uv_tcp_nodelay(&u.tcp, 1);
-    if (int version = c->rt_->cfg.upstream.proxy_protocol; version != 0) c->sendProxyHeader(version);
-    if (c->rt_->client_tls) {
-        u.tls = c->rt_->client_tls->newSession();
+    if (int version = rt_->cfg.upstream.proxy_protocol; version != 0) sendProxyHeader(version);
+    if (rt_->client_tls) {
+        u.tls = rt_->client_tls->newSession();
         u.handshaking = true;
         u.stepped = false;
         // Even the first step (the ClientHello and its key share) is public-key work: it waits
         // for the handshake slice like the rest.
-        c->queueHandshake(kUp);
-        c->updateReading(kUp);
+        queueHandshake(kUp);
+        updateReading(kUp);
         return;
     }
-    c->onUpstreamReady();
+    onUpstreamReady();
 }
 
 void Connection::sendProxyHeader(int version) {
@@ -1448,7 +1470,11 @@ void Connection::close(const char* reason) {
 void Connection::onClose(uv_handle_t* h) noexcept { static_cast<Connection*>(h->data)->handleClosed(); }
 
 void Connection::handleClosed() {
-    if (--closes_pending_ == 0) delete this;
+    if (--closes_pending_ != 0) return;
+    Server& server = server_;
+    const uint64_t start = uv_hrtime();
+    delete this;
+    server.noteTurnover(uv_hrtime() - start);
 }
 
 // Draining: HTTP exchanges in flight finish and their responses carry Connection: close; a

@@ -143,6 +143,8 @@ private:
     void expire();
 
     void handleRead(SideId id, const uint8_t* data, size_t n);
+    void handleReadResult(SideId id, ssize_t nread, const uv_buf_t* buf);
+    void connected(int status);
     bool checkFirstByte(uint8_t byte);
     // A handshake step for the server's handshake slice; dequeued when no longer wanted.
     void queueHandshake(SideId id);
@@ -252,6 +254,9 @@ private:
     bool counted_ = false;    // counted in stats.active
     Queued queued_ = Queued::No;
     bool first_read_ = true;  // the client's first read after its handshake is still to come
+    // A TLS client until its first response has been relayed: its poll-phase work counts as
+    // turnover (Server::noteTurnover).
+    bool joining_ = false;
     bool originating_ = false;  // counted in Server::countOriginating
     uint64_t fresh_id_ = 0;  // a TLS connection with no first byte yet: its id in Server::enterFresh
     void leaveFresh();

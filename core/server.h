@@ -137,10 +137,12 @@ public:
     // public-key work) never run inside the poll phase: a connection with handshake input is
     // queued, and after the poll phase, when every connection with something to read has been
     // served, the queue is worked off oldest first for a slice of the iteration: as long as the
-    // rest of the iteration took, at least kHandshakeSliceNs and at least one step, and at most
+    // rest of the iteration took, at least kHandshakeSliceNs, and at most
     // kShortHandshakeSliceNs, or kMaxHandshakeSliceNs once the oldest has waited
-    // kHandshakeWaitMs; a step after the first starts only if its kind's recent average fits
-    // in what is left. While the queue is not empty the poll does not block. So a reconnect
+    // kHandshakeWaitMs; the turnover outside the slice (noteTurnover) counts as the slice's own,
+    // not the rest's, and at least one step runs; a step after the first starts only if its
+    // kind's recent average fits in what is left. While the queue is not empty the poll does
+    // not block. So a reconnect
     // storm is worked off in short slices (one step with mbedTLS) between which established
     // connections are read and written, and the loop's spare time all goes to handshakes; when
     // established connections keep the loop busy and handshakes start to wait, the slices grow
@@ -161,6 +163,11 @@ public:
     // A connection began (true) or stopped (false) opening an app connection with TLS
     // origination.
     void countOriginating(bool on) { on ? ++originating_ : --originating_; }
+    // Loop time outside the handshake slice spent on turnover: a TLS client joining (its
+    // accept, and its reads and app connect until its first response has been relayed), and
+    // clients ending (the read that ends one, and a closed connection's teardown). The slice
+    // counts it as its own (onLoopCheck).
+    void noteTurnover(uint64_t ns) { turnover_ns_ += ns; }
 
     // limits.upstream_concurrency: `c` gives its slot back (or its granted, untold place); the
     // oldest waiters get the free slots and are told after the poll phase.
@@ -226,6 +233,7 @@ private:
     std::map<std::pair<std::string, std::string>, uint64_t> refusals_;  // (listener, reason) -> count
     uint64_t check_done_ns_ = 0;       // when the last check phase ended
     bool handshakes_carried_ = false;  // it left handshakes queued: the next poll did not block
+    uint64_t turnover_ns_ = 0;         // turnover time outside the slice since then
     // Recent average loop time per handshake, all its steps. It starts high (an mbedTLS server
     // handshake costs 1-2 ms here, an origination about 5) so a first storm is not over-admitted.
     uint64_t handshake_ns_ = 4'000'000;
