@@ -731,13 +731,10 @@ void Connection::onConnect(uv_connect_t* req, int status) noexcept {
     auto* c = static_cast<Connection*>(req->data);
     // Flushing: the connect timed out and the client is being answered.
     if (status == UV_ECANCELED || c->state_ == State::Closed || c->state_ == State::Flushing) return;
-    if (!c->joining_) {
-        c->connected(status);
-        return;
-    }
+    const bool joining = c->joining_;
     const uint64_t start = uv_hrtime();
     c->connected(status);
-    c->server_.noteTurnover(uv_hrtime() - start);
+    if (joining) c->server_.noteTurnover(uv_hrtime() - start);
 }
 
 void Connection::connected(int status) {

@@ -795,13 +795,9 @@ void Server::onListenerReadable(Listener& l) {
         return;
     }
     ++l.batch_accepted;
-    if (!l.runtime->server_tls) {
-        onAccept(l);
-        return;
-    }
     const uint64_t start = uv_hrtime();
     onAccept(l);
-    noteTurnover(uv_hrtime() - start);
+    if (l.runtime->server_tls) noteTurnover(uv_hrtime() - start);  // a TLS client joining
 }
 
 // Drops the fresh connections that stopped counting: those that sent a first byte or closed,
